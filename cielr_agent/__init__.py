@@ -1,0 +1,1 @@
+"""cielr-agent: reasoning-driven image editing as a LangGraph plugin."""
