@@ -1,0 +1,134 @@
+"""Explicit edit actions (a discriminated union), the edit plan, and the flat form an LLM fills in."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+
+class RemoveAction(BaseModel):
+    """Erase the object and fill its region with plausible background."""
+
+    type: Literal["remove"] = "remove"
+    target: int
+
+
+class RecolorAction(BaseModel):
+    """Change the object's colour (a CSS colour name or #rrggbb), keeping texture and shading."""
+
+    type: Literal["recolor"] = "recolor"
+    target: int
+    color: str
+
+
+class ReplaceAction(BaseModel):
+    """Replace the object with something described by `prompt` (needs a generative backend)."""
+
+    type: Literal["replace"] = "replace"
+    target: int
+    prompt: str
+
+
+class AddAction(BaseModel):
+    """Add a new object described by `prompt` in `box` (needs a generative backend)."""
+
+    type: Literal["add"] = "add"
+    prompt: str
+    box: tuple[float, float, float, float] | None = None
+    anchor: int | None = None  # an SSR object the new one is placed relative to
+
+
+class MoveAction(BaseModel):
+    """Move the object by (dx, dy) pixels."""
+
+    type: Literal["move"] = "move"
+    target: int
+    dx: float = 0.0
+    dy: float = 0.0
+
+
+class ResizeAction(BaseModel):
+    """Scale the object about its base by `scale` (e.g. 1.5 = 50 % larger)."""
+
+    type: Literal["resize"] = "resize"
+    target: int
+    scale: float = Field(gt=0.0)
+
+
+EditAction = Annotated[
+    Union[RemoveAction, RecolorAction, ReplaceAction, AddAction, MoveAction, ResizeAction],
+    Field(discriminator="type"),
+]
+ActionType = Literal["remove", "recolor", "replace", "add", "move", "resize"]
+ACTION_ADAPTER: TypeAdapter[EditAction] = TypeAdapter(EditAction)
+
+
+class EditPlan(BaseModel):
+    """The ordered explicit actions that carry out an instruction, with the LLM's short rationale."""
+
+    rationale: str
+    actions: list[EditAction]
+
+    def targets(self) -> list[int]:
+        return [a.target for a in self.actions if hasattr(a, "target")]
+
+
+class PlannedStep(BaseModel):
+    """One step as the LLM writes it: a flat record that small models fill in reliably."""
+
+    action: ActionType
+    object_id: int | None = Field(None, description="id (#n) of the scene object the action applies to")
+    color: str | None = Field(None, description="for recolor: a colour name such as 'blue' or a #rrggbb hex")
+    prompt: str | None = Field(None, description="for replace/add: what the new content should be")
+    scale: float | None = Field(None, description="for resize: scale factor")
+    dx: float | None = Field(None, description="for move: horizontal shift in pixels")
+    dy: float | None = Field(None, description="for move: vertical shift in pixels")
+
+    def to_action(self) -> EditAction:
+        """Convert to the typed action; raises ValueError naming the missing field."""
+        data: dict = {"type": self.action}
+        needs_target = self.action != "add"
+        if needs_target:
+            if self.object_id is None:
+                raise ValueError(f"step '{self.action}' needs object_id")
+            data["target"] = self.object_id
+        if self.action == "recolor":
+            if not self.color:
+                raise ValueError("step 'recolor' needs color")
+            data["color"] = self.color
+        if self.action in ("replace", "add"):
+            if not self.prompt:
+                raise ValueError(f"step '{self.action}' needs prompt")
+            data["prompt"] = self.prompt
+            if self.action == "add" and self.object_id is not None:
+                data["anchor"] = self.object_id
+        if self.action == "resize":
+            if not self.scale:
+                raise ValueError("step 'resize' needs scale")
+            data["scale"] = self.scale
+        if self.action == "move":
+            data["dx"], data["dy"] = self.dx or 0.0, self.dy or 0.0
+        return ACTION_ADAPTER.validate_python(data)
+
+
+class PlanDecision(BaseModel):
+    """The LLM's plan: one sentence of reasoning first, then the steps."""
+
+    reason: str = Field(description="one sentence: which object(s) the instruction means and why")
+    steps: list[PlannedStep] = Field(min_length=1, max_length=6)
+
+    def to_plan(self) -> EditPlan:
+        return EditPlan(rationale=self.reason, actions=[s.to_action() for s in self.steps])
+
+
+ToolName = Literal["detect_objects", "segment_object", "describe_object", "plan"]
+
+
+class ReasonDecision(BaseModel):
+    """One step of the reasoning loop: gather more scene information with a tool, or plan now."""
+
+    thought: str = Field(description="one short sentence about what is known or missing")
+    next: ToolName = Field(description="'plan' when the scene already lists the objects the instruction needs")
+    labels: list[str] = Field(default_factory=list, description="for detect_objects: object names to look for")
+    object_id: int | None = Field(None, description="for segment_object / describe_object: the object id")

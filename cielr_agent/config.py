@@ -1,0 +1,45 @@
+"""Agent configuration: which LLM and backends to use, loop bounds, prompt set. Loadable from TOML."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AgentConfig(BaseModel):
+    """Every knob of an edit. Backends are chosen here by name, never by editing the graph."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    llm: str = Field("embedded", description="LLM spec: embedded, embedded-tiny, openai:<model>, ollama:<model>, "
+                     "llamacpp:<path.gguf>, or anything init_chat_model accepts")
+    llm_options: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for the chat model")
+    detector: str = "centernet"
+    segmenter: str = "isnet"
+    describer: str = "embedded"
+    remover: str = "patchmatch"
+    recolorer: str = "oklab"
+    min_score: float = Field(0.3, ge=0.0, le=1.0, description="detection confidence for the initial scene")
+    refine_min_score: float = Field(0.15, ge=0.0, le=1.0, description="confidence when the LLM asks for labels")
+    max_iterations: int = Field(3, ge=0, le=12, description="bound on perception tool calls in the reasoning loop")
+    prompt_set: str = "v1"
+    confirm: bool = False
+    verify: bool = True
+    mask_dilation: int = Field(7, ge=0, description="pixels the edit mask grows before removal")
+    feather: int = Field(2, ge=0, description="soft edge of recolour masks, pixels")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> AgentConfig:
+        """Read a TOML profile (keys as above, optionally under [agent]) and apply non-None overrides."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            p = Path(path)
+            if not p.exists():
+                raise FileNotFoundError(f"profile not found: {p}")
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+            data = dict(raw.get("agent", raw))
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)

@@ -1,0 +1,82 @@
+"""What an edit returns: the output, the plan, the chain-of-SSR, and a trace of every step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from .actions import EditPlan
+from .ssr import SceneGraph
+
+
+class LLMCall(BaseModel):
+    """One LLM decision: which node asked, how long it took, and its token counts."""
+
+    node: str
+    seconds: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    attempts: int = 1
+    output: str = ""
+
+
+class ToolCall(BaseModel):
+    """One tool invocation made by the graph, with what it returned."""
+
+    node: str
+    tool: str
+    args: dict
+    observation: str
+    seconds: float
+
+
+class ExecutedAction(BaseModel):
+    action: dict
+    tool: str
+    seconds: float
+    changed_pixels: int
+    note: str = ""
+
+
+class EditResult(BaseModel):
+    """Everything an edit produced. `output` is the written file (None for dry runs)."""
+
+    instruction: str
+    image: str
+    output: str | None = None
+    plan: EditPlan | None = None
+    scenes: list[SceneGraph] = Field(default_factory=list)  # initial and final SSR; the history is inside
+    llm_calls: list[LLMCall] = Field(default_factory=list)
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    executed: list[ExecutedAction] = Field(default_factory=list)
+    verification: list[str] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict)
+    peak_rss_mb: float | None = None
+
+    @property
+    def scene(self) -> SceneGraph | None:
+        return self.scenes[-1] if self.scenes else None
+
+    def summary_json(self) -> dict:
+        """The CLI's `--json` object."""
+        initial = self.scenes[0] if self.scenes else None
+        actions = []
+        for action in self.plan.actions if self.plan else []:
+            item = action.model_dump(exclude={"target"})
+            target_id = getattr(action, "target", None)
+            if target_id is not None and initial is not None and initial.has(target_id):
+                obj = initial.get(target_id)
+                item["target"] = {"id": obj.id, "label": obj.label, "box": [round(v, 1) for v in obj.box]}
+            actions.append(item)
+        return {
+            "instruction": self.instruction,
+            "plan": {"rationale": self.plan.rationale if self.plan else None, "actions": actions},
+            "output": self.output,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+    def write_trace(self, path: str | Path) -> None:
+        from .imaging import write_text_atomic
+
+        write_text_atomic(Path(path), self.model_dump_json(indent=2))

@@ -1,0 +1,212 @@
+"""The structured semantic representation (SSR) of an image and its version history (chain-of-SSR)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from .masks import rle_decode, rle_encode
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
+
+
+class RLEMask(BaseModel):
+    """A binary mask as COCO-style uncompressed run-length encoding (column-major)."""
+
+    size: tuple[int, int]  # height, width
+    counts: list[int]
+
+    @classmethod
+    def from_array(cls, mask: np.ndarray) -> RLEMask:
+        return cls(**rle_encode(mask))
+
+    def to_array(self) -> np.ndarray:
+        return rle_decode(self.model_dump())
+
+    @property
+    def area(self) -> int:
+        return int(sum(self.counts[1::2]))
+
+
+class SceneObject(BaseModel):
+    """One object of the scene; `id` is stable across SSR versions."""
+
+    id: int
+    label: str
+    score: float = Field(ge=0.0, le=1.0)
+    box: Box
+    mask: RLEMask | None = None
+    attributes: dict[str, str | float] = Field(default_factory=dict)
+    depth_rank: int | None = None  # 0 = nearest to the camera
+    source: str = ""  # tool/backend that produced it
+
+    @property
+    def area(self) -> float:
+        if self.mask is not None:
+            return float(self.mask.area)
+        x0, y0, x1, y1 = self.box
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+
+Predicate = Literal["left_of", "right_of", "above", "below", "on", "near", "larger_than", "in_front_of", "behind"]
+
+
+class Relation(BaseModel):
+    subject: int
+    predicate: Predicate
+    object: int
+
+
+class SceneUpdate(BaseModel):
+    """One link of the chain-of-SSR: what was asked, which tool answered, and what changed."""
+
+    version: int
+    request: str
+    tool: str
+    changes: list[str] = Field(default_factory=list)
+    added: list[int] = Field(default_factory=list)
+    modified: list[int] = Field(default_factory=list)
+    removed: list[int] = Field(default_factory=list)
+
+
+class SceneGraph(BaseModel):
+    """The SSR: image size, objects, relations and the history of every update."""
+
+    width: int
+    height: int
+    objects: list[SceneObject] = Field(default_factory=list)
+    relations: list[Relation] = Field(default_factory=list)
+    version: int = 0
+    history: list[SceneUpdate] = Field(default_factory=list)
+
+    def get(self, object_id: int) -> SceneObject:
+        for obj in self.objects:
+            if obj.id == object_id:
+                return obj
+        known = ", ".join(f"#{o.id} {o.label}" for o in self.objects) or "none"
+        raise KeyError(f"no object #{object_id} in the scene (objects: {known})")
+
+    def has(self, object_id: int) -> bool:
+        return any(o.id == object_id for o in self.objects)
+
+    def next_id(self) -> int:
+        return max((o.id for o in self.objects), default=0) + 1
+
+    def apply(
+        self,
+        request: str,
+        tool: str,
+        *,
+        add: list[SceneObject] = (),
+        modify: list[SceneObject] = (),
+        remove: list[int] = (),
+        changes: list[str] = (),
+    ) -> SceneGraph:
+        """Return the next SSR version with objects added/replaced/removed and relations recomputed."""
+        by_id = {o.id: o for o in self.objects}
+        for obj in modify:
+            if obj.id not in by_id:
+                raise KeyError(f"cannot modify unknown object #{obj.id}")
+            by_id[obj.id] = obj
+        for oid in remove:
+            by_id.pop(oid, None)
+        for obj in add:
+            if obj.id in by_id:
+                raise ValueError(f"object id #{obj.id} already exists")
+            by_id[obj.id] = obj
+        objects = [by_id[k] for k in sorted(by_id)]
+        objects = assign_depth_ranks(objects)
+        version = self.version + 1
+        update = SceneUpdate(
+            version=version,
+            request=request,
+            tool=tool,
+            changes=list(changes),
+            added=[o.id for o in add],
+            modified=[o.id for o in modify],
+            removed=list(remove),
+        )
+        return SceneGraph(
+            width=self.width,
+            height=self.height,
+            objects=objects,
+            relations=compute_relations(objects, self.width, self.height),
+            version=version,
+            history=[*self.history, update],
+        )
+
+    def render(self, knowledge: dict[str, str] | None = None) -> str:
+        """A compact text view of the SSR for an LLM prompt."""
+        lines = [f"Image {self.width}x{self.height} px. Objects:"]
+        if not self.objects:
+            lines.append("  (none detected)")
+        for o in self.objects:
+            x0, y0, x1, y1 = (round(v) for v in o.box)
+            attrs = ", ".join(f"{k}: {v}" for k, v in o.attributes.items() if k != "area_fraction")
+            depth = f", depth rank {o.depth_rank} (0 = nearest)" if o.depth_rank is not None else ""
+            lines.append(f"  #{o.id} {o.label} (confidence {o.score:.2f}) box [{x0},{y0},{x1},{y1}]{depth}; {attrs}")
+        if self.relations:
+            names = {o.id: f"#{o.id} {o.label}" for o in self.objects}
+            rel = [f"{names[r.subject]} {r.predicate.replace('_', ' ')} {names[r.object]}" for r in self.relations]
+            lines.append("Relations: " + "; ".join(rel))
+        if knowledge:
+            cards = [f"  {label}: {knowledge[label]}" for label in sorted({o.label for o in self.objects}) if label in knowledge]
+            if cards:
+                lines.append("What these things are:")
+                lines.extend(cards)
+        return "\n".join(lines)
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """Intersection area over the smaller box's area."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / smaller if smaller > 0 else 0.0
+
+
+def in_front(a: SceneObject, b: SceneObject) -> bool:
+    """True when `a` occludes `b`: explicit depth ranks win, else the ground-plane cue (lower bottom edge = nearer)."""
+    if _overlap(a.box, b.box) <= 0.05:
+        return False
+    if a.depth_rank is not None and b.depth_rank is not None and "depth" in (a.source + b.source):
+        return a.depth_rank < b.depth_rank
+    contains = a.box[0] <= b.box[0] and a.box[1] <= b.box[1] and a.box[2] >= b.box[2] and a.box[3] >= b.box[3]
+    return not contains and a.box[3] > b.box[3] + 0.02 * (b.box[3] - b.box[1])
+
+
+def assign_depth_ranks(objects: list[SceneObject]) -> list[SceneObject]:
+    """Order objects nearest-first by the ground-plane cue (bottom edge) unless a depth backend set ranks."""
+    if any("depth" in o.source for o in objects):
+        return objects
+    order = sorted(objects, key=lambda o: -o.box[3])
+    rank = {o.id: i for i, o in enumerate(order)}
+    return [o.model_copy(update={"depth_rank": rank[o.id]}) for o in objects]
+
+
+def compute_relations(objects: list[SceneObject], width: int, height: int) -> list[Relation]:
+    """Pairwise spatial relations from boxes (and depth ranks when known)."""
+    rels: list[Relation] = []
+    near_gap = 0.05 * (width**2 + height**2) ** 0.5
+    for a in objects:
+        for b in objects:
+            if a.id == b.id:
+                continue
+            ax, bx = (a.box[0] + a.box[2]) / 2, (b.box[0] + b.box[2]) / 2
+            if a.box[2] <= b.box[0] + 0.1 * (a.box[2] - a.box[0]) and ax < bx:
+                rels.append(Relation(subject=a.id, predicate="left_of", object=b.id))
+            gap_x = max(0.0, max(a.box[0], b.box[0]) - min(a.box[2], b.box[2]))
+            gap_y = max(0.0, max(a.box[1], b.box[1]) - min(a.box[3], b.box[3]))
+            if a.id < b.id and max(gap_x, gap_y) < near_gap:
+                rels.append(Relation(subject=a.id, predicate="near", object=b.id))
+            centre_inside = b.box[0] <= ax <= b.box[2]
+            bottom_on_top = b.box[1] <= a.box[3] <= b.box[1] + 0.6 * (b.box[3] - b.box[1])
+            if centre_inside and bottom_on_top and a.box[1] < b.box[1] and a.area < b.area:
+                rels.append(Relation(subject=a.id, predicate="on", object=b.id))
+            if a.area > 1.5 * b.area:
+                rels.append(Relation(subject=a.id, predicate="larger_than", object=b.id))
+            if in_front(a, b):
+                rels.append(Relation(subject=a.id, predicate="in_front_of", object=b.id))
+    return rels
