@@ -116,7 +116,7 @@ class PlanDecision(BaseModel):
     """The LLM's plan: one sentence of reasoning first, then the steps."""
 
     reason: str = Field(description="one sentence: which object(s) the instruction means and why")
-    steps: list[PlannedStep] = Field(min_length=1, max_length=6)
+    steps: list[PlannedStep] = Field(max_length=6, description="empty when the image has no object the instruction means")
 
     def to_plan(self) -> EditPlan:
         return EditPlan(rationale=self.reason, actions=[s.to_action() for s in self.steps])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+import numpy as np
+from pydantic import BaseModel, Field, PrivateAttr
 
 from .actions import EditPlan
 from .ssr import SceneGraph
@@ -44,6 +45,7 @@ class EditResult(BaseModel):
 
     instruction: str
     image: str
+    status: str = "unknown"  # planned (dry run) | rejected | verified | executed
     output: str | None = None
     plan: EditPlan | None = None
     scenes: list[SceneGraph] = Field(default_factory=list)  # initial and final SSR; the history is inside
@@ -53,6 +55,16 @@ class EditResult(BaseModel):
     verification: list[str] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
     peak_rss_mb: float | None = None
+    _image_array: np.ndarray | None = PrivateAttr(default=None)
+
+    @property
+    def image_array(self) -> np.ndarray | None:
+        """The edited pixels (H×W×3 uint8), when the plan was executed."""
+        return self._image_array
+
+    @image_array.setter
+    def image_array(self, value: np.ndarray | None) -> None:
+        self._image_array = value
 
     @property
     def scene(self) -> SceneGraph | None:
@@ -71,6 +83,7 @@ class EditResult(BaseModel):
             actions.append(item)
         return {
             "instruction": self.instruction,
+            "status": self.status,
             "plan": {"rationale": self.plan.rationale if self.plan else None, "actions": actions},
             "output": self.output,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},

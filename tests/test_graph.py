@@ -1,0 +1,226 @@
+"""Graph logic with a scripted chat model and deterministic backends (no model weights needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from langchain_core.messages import AIMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, StateGraph
+
+import cielr_agent
+from cielr_agent.actions import PlanDecision, PlannedStep, ReasonDecision
+from cielr_agent.errors import EditError, InstructionError, TargetNotFoundError
+from cielr_agent.graphs import EditContext, EditState, build_edit_graph
+from cielr_agent.imaging import load_image
+from cielr_agent.llm import LLMOutputError
+from cielr_agent.tools import Workspace, register_backend
+from cielr_agent.tools.protocols import Detection
+from fakes import BoxSegmenter, FakeDetector, MeanFillRemover, dog_scene_detections, fake_backends
+from scripted_model import ScriptedChatModel
+
+DOG = Path(__file__).resolve().parents[1] / "examples" / "dog.jpg"
+
+
+def plan_now(thought="the scene lists what is needed"):
+    return ReasonDecision(thought=thought, next="plan")
+
+
+def remove(oid, reason="target"):
+    return PlanDecision(reason=reason, steps=[PlannedStep(action="remove", object_id=oid)])
+
+
+@pytest.fixture
+def detector():
+    det = FakeDetector(dog_scene_detections(), hidden=[Detection("cup", 0.2, (600.0, 400.0, 660.0, 470.0))])
+    register_backend("detector", "fake", lambda: det)
+    register_backend("segmenter", "fake", BoxSegmenter)
+    register_backend("remover", "fake", MeanFillRemover)
+    return det
+
+
+FAKE = {"detector": "fake", "segmenter": "fake", "remover": "fake"}
+
+
+def test_remove_changes_only_the_target_and_keeps_the_occluder(detector, tmp_path):
+    model = ScriptedChatModel([plan_now(), remove(1, "the bicycle has no engine")])
+    out = tmp_path / "out.png"
+    before = DOG.read_bytes()
+    result = cielr_agent.edit(DOG, "Remove the vehicle that has no engine", out, llm=model, **FAKE)
+
+    assert DOG.read_bytes() == before  # input never written
+    assert result.status == "verified" and result.output == str(out)
+    edited, original = load_image(out), load_image(DOG)
+    changed = np.any(edited != original, axis=2)
+    # the edit region: bicycle mask (box inset 10 %) grown by 7 px, minus the dog (in front: lower bottom edge)
+    bike = BoxSegmenter().segment_box(original, (120.0, 125.0, 575.0, 425.0))
+    dog = BoxSegmenter().segment_box(original, (130.0, 220.0, 315.0, 545.0))
+    from cielr_agent.masks import dilate
+
+    allowed = dilate(bike, 7) & ~dog
+    assert changed.any() and not (changed & ~allowed).any()
+    assert not (changed & dog).any()
+    # the SSR chain records every step
+    final = result.scene
+    assert [o.label for o in final.objects] == ["dog", "truck"]
+    tools = [u.tool for u in final.history]
+    assert tools[0] == "detect_objects" and "segment_object" in tools and "remove_object" in tools
+    assert [c.node for c in result.llm_calls] == ["reason", "plan"]
+    assert result.summary_json()["plan"]["actions"][0]["target"]["label"] == "bicycle"
+
+
+def test_reason_loop_gathers_missing_objects(detector):
+    model = ScriptedChatModel([
+        ReasonDecision(thought="no cup listed", next="detect_objects", labels=["cups"]),
+        plan_now(),
+        remove(4, "the cup"),
+    ])
+    result = cielr_agent.edit(DOG, "remove the cup", llm=model, dry_run=True, **FAKE)
+    assert result.status == "planned" and result.output is None
+    scene = result.scene
+    assert scene.get(4).label == "cup"
+    assert result.tool_calls[0].tool == "detect_objects" and "cup" in result.tool_calls[0].observation
+    second_prompt = model.calls[1][-1].content
+    assert "Already done: detect_objects" in second_prompt and "#4 cup" in second_prompt
+    assert detector.calls[-1] == (0.15, ("cup",))
+
+
+def test_loop_is_bounded_by_max_iterations(detector):
+    model = ScriptedChatModel([
+        ReasonDecision(thought="colour?", next="describe_object", object_id=1),
+        ReasonDecision(thought="shape?", next="segment_object", object_id=2),
+        remove(1),
+    ])
+    result = cielr_agent.edit(DOG, "remove the bicycle", llm=model, dry_run=True, max_iterations=2, **FAKE)
+    assert [c.node for c in result.llm_calls] == ["reason", "reason", "plan"]
+    assert [t.tool for t in result.tool_calls] == ["describe_object", "segment_object"]
+    assert model.remaining == 0
+
+
+def test_repeated_request_stops_gathering(detector):
+    ask = ReasonDecision(thought="colour?", next="describe_object", object_id=1)
+    model = ScriptedChatModel([ask, ask, remove(1)])
+    result = cielr_agent.edit(DOG, "remove the bicycle", llm=model, dry_run=True, **FAKE)
+    assert len(result.tool_calls) == 1 and [c.node for c in result.llm_calls] == ["reason", "reason", "plan"]
+
+
+def test_invalid_plan_is_retried_once_with_the_error(detector):
+    model = ScriptedChatModel([plan_now(), remove(99), remove(2)])
+    result = cielr_agent.edit(DOG, "remove the dog", llm=model, dry_run=True, **FAKE)
+    assert result.plan.actions[0].target == 2 and result.llm_calls[-1].attempts == 2
+    retry_text = " ".join(str(m.content) for m in model.calls[2])
+    assert "object_id 99 does not exist" in retry_text
+
+
+def test_malformed_output_twice_raises_clear_error(detector):
+    model = ScriptedChatModel([plan_now(), "not json at all", '{"steps": "nope"}'])
+    with pytest.raises(LLMOutputError):
+        cielr_agent.edit(DOG, "remove the dog", llm=model, dry_run=True, **FAKE)
+
+
+def test_recolor_changes_hue_inside_only(detector, tmp_path):
+    plan = PlanDecision(reason="the truck", steps=[PlannedStep(action="recolor", object_id=3, color="blue")])
+    model = ScriptedChatModel([plan_now(), plan])
+    out = tmp_path / "blue.png"
+    result = cielr_agent.edit(DOG, "make the truck blue", out, llm=model, **FAKE)
+    edited, original = load_image(out), load_image(DOG)
+    region = BoxSegmenter().segment_box(original, (465.0, 75.0, 690.0, 170.0))
+    changed = np.any(edited != original, axis=2)
+    assert changed[region].mean() > 0.5 and not (changed & ~region).any()
+    pix = edited[region].astype(float)
+    assert (pix[:, 2] > pix[:, 0]).mean() > 0.8  # blue dominates red inside the truck
+    assert result.scene.get(3).attributes["color"] == "blue"
+
+
+def test_generative_actions_fail_clearly_before_writing(detector, tmp_path):
+    plan = PlanDecision(reason="swap", steps=[PlannedStep(action="replace", object_id=2, prompt="a cat")])
+    model = ScriptedChatModel([plan_now(), plan])
+    out = tmp_path / "out.png"
+    with pytest.raises(EditError, match="generative"):
+        cielr_agent.edit(DOG, "replace the dog with a cat", out, llm=model, **FAKE)
+    assert not out.exists()
+
+
+def test_missing_target_is_reported(detector):
+    model = ScriptedChatModel([plan_now(), PlanDecision(reason="there is no cat in the image", steps=[])])
+    with pytest.raises(TargetNotFoundError, match="no cat"):
+        cielr_agent.edit(DOG, "remove the cat", llm=model, dry_run=True, **FAKE)
+
+
+def test_empty_instruction_and_bad_image(detector, tmp_path):
+    with pytest.raises(InstructionError):
+        cielr_agent.edit(DOG, "   ", llm=ScriptedChatModel([]), **FAKE)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    from cielr_agent.imaging import ImageInputError
+
+    with pytest.raises(ImageInputError, match="cannot read"):
+        cielr_agent.edit(bad, "remove the dog", llm=ScriptedChatModel([]), **FAKE)
+    with pytest.raises(EditError, match="never overwritten"):
+        cielr_agent.edit(DOG, "remove the dog", DOG, llm=ScriptedChatModel([]), **FAKE)
+
+
+@pytest.mark.parametrize("answer,status", [(False, "rejected"), (True, "verified")])
+def test_confirm_interrupts_for_approval(detector, tmp_path, answer, status):
+    model = ScriptedChatModel([plan_now(), remove(2)])
+    seen = []
+    out = tmp_path / "out.png"
+    result = cielr_agent.edit(DOG, "remove the dog", out, llm=model, confirm=True,
+                              approver=lambda payload: seen.append(payload) or answer, **FAKE)
+    assert seen and seen[0]["plan"]["actions"][0]["target"] == 2 and "#2 dog" in seen[0]["scene"]
+    assert result.status == status
+    assert out.exists() == (status == "verified")
+
+
+def test_verify_runs_one_corrective_round(detector, tmp_path):
+    detector.sticky = True
+    model = ScriptedChatModel([plan_now(), remove(3)])
+    result = cielr_agent.edit(DOG, "remove the truck", tmp_path / "o.png", llm=model, **FAKE)
+    # the fake detector still "sees" the truck after removal: one corrective removal, then reported
+    assert result.verification == ["#3 truck: corrective removal; still detected"]
+    assert [e.tool for e in result.executed] == ["remove_object"]
+
+
+def test_stream_checkpoint_and_subgraph(detector):
+    ws = Workspace.open(DOG, cielr_agent.AgentConfig(**FAKE))
+    model = ScriptedChatModel([plan_now(), remove(1)])
+    graph = build_edit_graph(checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "t1"}}
+    nodes = [next(iter(chunk)) for chunk in graph.stream({"instruction": "remove the bicycle"}, cfg,
+                                                         context=EditContext(ws, model), stream_mode="updates")]
+    assert nodes == ["perceive", "reason", "plan", "approve", "execute", "verify"]
+    history = list(graph.get_state_history(cfg))
+    assert len(history) >= 6 and history[0].values["status"] == "verified"
+
+    parent = StateGraph(EditState, context_schema=EditContext)
+    parent.add_node("edit", build_edit_graph())
+    parent.add_edge(START, "edit")
+    ws2 = Workspace.open(DOG, cielr_agent.AgentConfig(**FAKE))
+    out = parent.compile().invoke({"instruction": "remove the dog"},
+                                  context=EditContext(ws2, ScriptedChatModel([plan_now(), remove(2)])))
+    assert out["status"] == "verified" and not out["scene"].has(2)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_tools_work_in_a_prebuilt_react_agent(detector):
+    from langgraph.prebuilt import create_react_agent
+
+    from cielr_agent.tools import make_tools
+
+    ws = Workspace.open(DOG, cielr_agent.AgentConfig(**FAKE))
+    ws.perceive()
+    calls = [
+        AIMessage(content="", tool_calls=[{"id": "1", "name": "describe_object", "args": {"object_id": 2}}]),
+        AIMessage(content="", tool_calls=[{"id": "2", "name": "remove_object", "args": {"object_id": 1}}]),
+        AIMessage(content="", tool_calls=[{"id": "3", "name": "add_object", "args": {"prompt": "a cat"}}]),
+        AIMessage(content="done"),
+    ]
+    agent = create_react_agent(ScriptedChatModel(calls), make_tools(ws))
+    messages = agent.invoke({"messages": [("user", "remove the bicycle")]})["messages"]
+    tool_msgs = [m for m in messages if m.type == "tool"]
+    assert "#2 dog" in tool_msgs[0].content
+    assert "removed #1 bicycle" in tool_msgs[1].content
+    assert "generative" in tool_msgs[2].content  # a clear error the agent can read
+    assert ws.changed_pixels() > 0 and not ws.scene.has(1)

@@ -1,0 +1,58 @@
+"""Backend protocols: what a detector, segmenter, describer, remover, recolorer or generator must offer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Protocol, runtime_checkable
+
+import numpy as np
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A detected object: label, confidence and box (x0, y0, x1, y1) in image pixels."""
+
+    label: str
+    score: float
+    box: Box
+
+
+@runtime_checkable
+class Detector(Protocol):
+    def detect(self, image: np.ndarray, min_score: float = 0.3, labels: Iterable[str] | None = None) -> list[Detection]:
+        """Objects in an H×W×3 uint8 RGB image, optionally only the given (resolved) labels."""
+
+    def resolve_label(self, text: str) -> str | None:
+        """The detector's label for a free-text object name, or None when it cannot detect that thing."""
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    def segment_box(self, image: np.ndarray, box: Box) -> np.ndarray:
+        """A bool H×W mask of the object inside `box`."""
+
+
+@runtime_checkable
+class Describer(Protocol):
+    def describe(self, image: np.ndarray, mask: np.ndarray, box: Box) -> dict[str, str | float]:
+        """Attributes of the masked object (colour, size, position, caption ...)."""
+
+
+@runtime_checkable
+class Remover(Protocol):
+    def remove(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The image with the masked region filled with plausible background."""
+
+
+@runtime_checkable
+class Recolorer(Protocol):
+    def recolor(self, image: np.ndarray, alpha: np.ndarray, color: str) -> np.ndarray:
+        """The image with the soft-masked region changed to `color`, texture and shading kept."""
+
+
+@runtime_checkable
+class Generator(Protocol):
+    def inpaint(self, image: np.ndarray, mask: np.ndarray, prompt: str) -> np.ndarray:
+        """The image with the masked region regenerated to show `prompt`."""

@@ -1,0 +1,128 @@
+"""The image and scene that tools act on: current pixels, the untouched original, the SSR, object masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cielr_agent.config import AgentConfig
+from cielr_agent.imaging import load_image, save_image_atomic
+from cielr_agent.masks import dilate
+from cielr_agent.ssr import RLEMask, SceneGraph, SceneObject, in_front
+
+from .backends import Backends
+
+
+class Workspace:
+    """Holds one image being edited. Tools built with `make_tools(workspace)` read and update it."""
+
+    def __init__(self, image: np.ndarray, config: AgentConfig | None = None, backends: Backends | None = None,
+                 source: str = "<array>"):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError("workspace image must be an H×W×3 uint8 RGB array")
+        self.config = config or AgentConfig()
+        self.backends = backends or Backends.from_config(self.config)
+        self.source = source
+        self.original = image.copy()
+        self.original.setflags(write=False)
+        self.image = image.copy()
+        self.scene = SceneGraph(width=image.shape[1], height=image.shape[0])
+        self._masks: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def open(cls, path: str | Path, config: AgentConfig | None = None, backends: Backends | None = None) -> Workspace:
+        """Load an image file (never written to) into a new workspace."""
+        return cls(load_image(path), config, backends, source=str(path))
+
+    # --- perception -------------------------------------------------------------------------------------------
+
+    def perceive(self) -> SceneGraph:
+        """Build the initial SSR: detect every known object, add box-level attributes and relations."""
+        detections = self.backends.detector.detect(self.image, min_score=self.config.min_score)
+        objects = []
+        for i, det in enumerate(detections, start=1):
+            objects.append(self._new_object(i, det, source=f"detector:{self.config.detector}"))
+        self.scene = SceneGraph(width=self.scene.width, height=self.scene.height).apply(
+            "build the initial scene", "detect_objects", add=objects,
+            changes=[f"detected {len(objects)} object(s)"],
+        )
+        return self.scene
+
+    def _new_object(self, oid: int, det, source: str) -> SceneObject:
+        box_mask = self._box_mask(det.box)
+        attrs = self.backends.describer.describe(self.image, box_mask, det.box)
+        return SceneObject(id=oid, label=det.label, score=round(det.score, 3), box=det.box, attributes=attrs,
+                           source=source)
+
+    def _box_mask(self, box) -> np.ndarray:
+        """The central part of a box, a cheap stand-in mask for attributes before segmentation."""
+        h, w = self.image.shape[:2]
+        x0, y0, x1, y1 = box
+        dx, dy = 0.2 * (x1 - x0), 0.2 * (y1 - y0)
+        m = np.zeros((h, w), bool)
+        m[int(max(0, y0 + dy)):int(min(h, y1 - dy)) + 1, int(max(0, x0 + dx)):int(min(w, x1 - dx)) + 1] = True
+        return m
+
+    def add_detections(self, detections, request: str) -> list[SceneObject]:
+        """Merge detections into the SSR, skipping ones that duplicate an existing object; returns the new ones."""
+        from cielr_agent.masks import box_iou
+
+        added: list[SceneObject] = []
+        next_id = self.scene.next_id()
+        for det in detections:
+            dup = any(o.label == det.label and box_iou(o.box, det.box) > 0.5 for o in [*self.scene.objects, *added])
+            if not dup:
+                added.append(self._new_object(next_id, det, source=f"detector:{self.config.detector}"))
+                next_id += 1
+        if added:
+            self.scene = self.scene.apply(request, "detect_objects", add=added,
+                                          changes=[f"added #{o.id} {o.label}" for o in added])
+        return added
+
+    def mask(self, object_id: int) -> np.ndarray:
+        """The object's full-image bool mask, segmenting (and recording it in the SSR) on first use."""
+        if object_id in self._masks:
+            return self._masks[object_id]
+        obj = self.scene.get(object_id)
+        if obj.mask is not None:
+            m = obj.mask.to_array()
+        else:
+            m = self.backends.segmenter.segment_box(self.image, obj.box)
+            if not m.any():
+                raise ValueError(f"segmentation of #{obj.id} {obj.label} found no pixels inside its box")
+            updated = obj.model_copy(update={"mask": RLEMask.from_array(m),
+                                             "attributes": {**obj.attributes,
+                                                            "area_fraction": round(float(m.mean()), 4)}})
+            self.scene = self.scene.apply(f"segment #{obj.id}", "segment_object", modify=[updated],
+                                          changes=[f"mask of #{obj.id} {obj.label}: {int(m.sum())} px"])
+        self._masks[object_id] = m
+        return m
+
+    def occluders(self, object_id: int) -> list[SceneObject]:
+        """Objects in front of `object_id` that overlap it (their pixels must survive its edit)."""
+        target = self.scene.get(object_id)
+        return [o for o in self.scene.objects if o.id != object_id and in_front(o, target)]
+
+    def edit_mask(self, object_id: int, grow: int | None = None) -> np.ndarray:
+        """Pixels an edit of the object may change: its mask, grown, minus the masks of its occluders."""
+        grow = self.config.mask_dilation if grow is None else grow
+        region = dilate(self.mask(object_id), grow)
+        for occ in self.occluders(object_id):
+            region &= ~self.mask(occ.id)
+        return region
+
+    def forget_mask(self, object_id: int) -> None:
+        self._masks.pop(object_id, None)
+
+    # --- output -----------------------------------------------------------------------------------------------
+
+    def changed_pixels(self) -> int:
+        return int(np.any(self.image != self.original, axis=2).sum())
+
+    def save(self, path: str | Path) -> Path:
+        """Write the current image atomically; refuses to overwrite the source image."""
+        path = Path(path)
+        if self.source != "<array>" and path.resolve() == Path(self.source).resolve():
+            raise ValueError(f"refusing to overwrite the input image {path}; choose another output path")
+        return save_image_atomic(self.image, path)
