@@ -56,7 +56,8 @@ def _cmd_edit(args: argparse.Namespace) -> int:
         from .imaging import load_image
 
         targets = result.plan.targets() if result.plan else []
-        save_image_atomic(draw_overlay(load_image(args.image), result.scenes[0], targets), args.overlay)
+        edited = [e.region.to_array() for e in result.executed if e.region is not None]
+        save_image_atomic(draw_overlay(load_image(args.image), result.scenes[0], targets, edited), args.overlay)
     if args.json:
         print(json.dumps(result.summary_json()))
     else:

@@ -11,14 +11,13 @@ _TARGET = (255, 40, 40)
 _OTHER = (40, 160, 255)
 
 
-def draw_overlay(image: np.ndarray, scene: SceneGraph, targets: list[int] = ()) -> np.ndarray:
-    """The image with every object's box and id, masks tinted; plan targets in red."""
+def draw_overlay(image: np.ndarray, scene: SceneGraph, targets: list[int] = (),
+                 edited: list[np.ndarray] = ()) -> np.ndarray:
+    """The image with every object's box and id, masks tinted, edited regions in red; plan targets in red."""
     out = image.astype(np.float32).copy()
-    for obj in scene.objects:
-        if obj.mask is not None:
-            m = obj.mask.to_array()
-            colour = np.array(_TARGET if obj.id in targets else _OTHER, np.float32)
-            out[m] = 0.55 * out[m] + 0.45 * colour
+    tinted = [(o.mask.to_array(), _OTHER) for o in scene.objects if o.mask is not None]
+    for m, colour in [*tinted, *((m, _TARGET) for m in edited)]:
+        out[m] = 0.55 * out[m] + 0.45 * np.array(colour, np.float32)
     canvas = Image.fromarray(out.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
     for obj in scene.objects:

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import BaseModel, Field, PrivateAttr
 
 from .actions import EditPlan
-from .ssr import SceneGraph
+from .ssr import RLEMask, SceneGraph
 
 
 class LLMCall(BaseModel):
@@ -33,10 +33,13 @@ class ToolCall(BaseModel):
 
 
 class ExecutedAction(BaseModel):
+    """One executed action; `region` is exactly the set of pixels it changed."""
+
     action: dict
     tool: str
     seconds: float
     changed_pixels: int
+    region: RLEMask | None = None
     note: str = ""
 
 

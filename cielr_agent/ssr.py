@@ -152,7 +152,10 @@ class SceneGraph(BaseModel):
             rel = [f"{names[r.subject]} {r.predicate.replace('_', ' ')} {names[r.object]}" for r in self.relations]
             lines.append("Relations: " + "; ".join(rel))
         if knowledge:
-            cards = [f"  {label}: {knowledge[label]}" for label in sorted({o.label for o in self.objects}) if label in knowledge]
+            labels = {o.label for o in self.objects}
+            for o in self.objects:
+                labels.update(str(o.attributes.get("could also be", "")).split(" or "))
+            cards = [f"  {label}: {knowledge[label]}" for label in sorted(labels) if label in knowledge]
             if cards:
                 lines.append("What these things are:")
                 lines.extend(cards)
@@ -169,7 +172,7 @@ def _overlap(a: Box, b: Box) -> float:
 
 def in_front(a: SceneObject, b: SceneObject) -> bool:
     """True when `a` occludes `b`: explicit depth ranks win, else the ground-plane cue (lower bottom edge = nearer)."""
-    if _overlap(a.box, b.box) <= 0.05:
+    if _overlap(a.box, b.box) <= 0.1:
         return False
     if a.depth_rank is not None and b.depth_rank is not None and "depth" in (a.source + b.source):
         return a.depth_rank < b.depth_rank
@@ -187,7 +190,10 @@ def assign_depth_ranks(objects: list[SceneObject]) -> list[SceneObject]:
 
 
 def compute_relations(objects: list[SceneObject], width: int, height: int) -> list[Relation]:
-    """Pairwise spatial relations from boxes (and depth ranks when known)."""
+    """Pairwise spatial relations from boxes (and depth ranks when known).
+
+    `larger_than` is kept for objects of the same label ("the bigger horse"), `near` for different labels.
+    """
     rels: list[Relation] = []
     near_gap = 0.05 * (width**2 + height**2) ** 0.5
     for a in objects:
@@ -199,13 +205,13 @@ def compute_relations(objects: list[SceneObject], width: int, height: int) -> li
                 rels.append(Relation(subject=a.id, predicate="left_of", object=b.id))
             gap_x = max(0.0, max(a.box[0], b.box[0]) - min(a.box[2], b.box[2]))
             gap_y = max(0.0, max(a.box[1], b.box[1]) - min(a.box[3], b.box[3]))
-            if a.id < b.id and max(gap_x, gap_y) < near_gap:
+            if a.id < b.id and a.label != b.label and max(gap_x, gap_y) < near_gap:
                 rels.append(Relation(subject=a.id, predicate="near", object=b.id))
             centre_inside = b.box[0] <= ax <= b.box[2]
             bottom_on_top = b.box[1] <= a.box[3] <= b.box[1] + 0.6 * (b.box[3] - b.box[1])
             if centre_inside and bottom_on_top and a.box[1] < b.box[1] and a.area < b.area:
                 rels.append(Relation(subject=a.id, predicate="on", object=b.id))
-            if a.area > 1.5 * b.area:
+            if a.label == b.label and a.area > 1.5 * b.area:
                 rels.append(Relation(subject=a.id, predicate="larger_than", object=b.id))
             if in_front(a, b):
                 rels.append(Relation(subject=a.id, predicate="in_front_of", object=b.id))

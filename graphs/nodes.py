@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
+
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import ToolException
 from langgraph.runtime import Runtime
@@ -16,6 +18,7 @@ from cielr_agent.llm import structured_call
 from cielr_agent.masks import box_iou
 from cielr_agent.prompts import load_knowledge, render
 from cielr_agent.results import ExecutedAction, LLMCall, ToolCall
+from cielr_agent.ssr import RLEMask
 from cielr_agent.tools import editing_tools, perception_tools
 
 from .state import EditContext, EditState
@@ -35,9 +38,9 @@ def _progress(runtime: Runtime[EditContext], node: str, message: str) -> None:
         runtime.stream_writer({"node": node, "message": message})
 
 
-def _scene_text(state: EditState, ctx: EditContext) -> str:
+def _scene_text(state: EditState, ctx: EditContext, knowledge: bool = True) -> str:
     ps = ctx.workspace.config.prompt_set
-    return state["scene"].render(load_knowledge(ps))
+    return state["scene"].render(load_knowledge(ps) if knowledge else None)
 
 
 def _llm_record(node: str, reply) -> LLMCall:
@@ -69,7 +72,7 @@ def reason(state: EditState, runtime: Runtime[EditContext]) -> dict:
     obs_text = "".join(f"Already done: {o}\n" for o in observations)
     messages = [
         SystemMessage(render("reason_system", config.prompt_set)),
-        HumanMessage(render("reason_user", config.prompt_set, scene=_scene_text(state, ctx),
+        HumanMessage(render("reason_user", config.prompt_set, scene=_scene_text(state, ctx, knowledge=False),
                             instruction=state["instruction"], observations=obs_text)),
     ]
     scene = state["scene"]
@@ -85,11 +88,24 @@ def reason(state: EditState, runtime: Runtime[EditContext]) -> dict:
     _progress(runtime, "reason", "LLM: is the scene enough?")
     reply = structured_call(ctx.model, ReasonDecision, messages, retries=1, validate=validate)
     decision: ReasonDecision = reply.value
+    if decision.next == "detect_objects":
+        decision = _without_known_labels(decision, ctx.workspace)
     pending = None if decision.next == "plan" else decision
     if pending is not None and _request_key(pending) in {_request_key_text(o) for o in observations}:
         pending = None  # asked before: stop gathering
     return {"pending": pending, "iterations": state.get("iterations", 0) + 1,
             "llm_calls": [_llm_record("reason", reply)], "timings": {"llm": reply.seconds}}
+
+
+def _without_known_labels(decision: ReasonDecision, ws) -> ReasonDecision:
+    """Drop requested labels the scene already holds; with none left, the decision becomes "plan"."""
+    present = {o.label for o in ws.scene.objects}
+    for o in ws.scene.objects:
+        present.update(str(o.attributes.get("could also be", "")).split(" or "))
+    wanted = [t for t in decision.labels if ws.backends.detector.resolve_label(t) not in present]
+    if not wanted:
+        return decision.model_copy(update={"next": "plan", "labels": []})
+    return decision.model_copy(update={"labels": wanted})
 
 
 def _request_key(d: ReasonDecision) -> str:
@@ -198,14 +214,16 @@ def execute(state: EditState, runtime: Runtime[EditContext]) -> dict:
             args["anchor_id"] = args.pop("anchor")
         _progress(runtime, "execute", f"{name} {args}")
         t0 = time.perf_counter()
+        before = ws.image.copy()
         try:
             note = tools[name].invoke(args)
         except ToolException as exc:
             raise EditError(f"cannot {action.type}: {exc}") from None
         seconds = time.perf_counter() - t0
         seconds_total += seconds
+        region = np.any(ws.image != before, axis=2)
         done.append(ExecutedAction(action=action.model_dump(), tool=name, seconds=round(seconds, 3),
-                                   changed_pixels=ws.changed_pixels(), note=note))
+                                   changed_pixels=int(region.sum()), region=RLEMask.from_array(region), note=note))
     return {"scene": ws.scene, "executed": done, "status": "executed", "timings": {"execute": seconds_total}}
 
 

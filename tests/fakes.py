@@ -47,13 +47,13 @@ class FakeDetector:
 class BoxSegmenter:
     """The box interior (inset by 10 %) as the mask."""
 
-    def segment_box(self, image, box):
+    def segment_box(self, image, box, exclude=None):
         h, w = image.shape[:2]
         x0, y0, x1, y1 = box
         dx, dy = 0.1 * (x1 - x0), 0.1 * (y1 - y0)
         m = np.zeros((h, w), bool)
         m[int(y0 + dy):int(y1 - dy), int(x0 + dx):int(x1 - dx)] = True
-        return m
+        return m if exclude is None else m & ~exclude
 
 
 class MeanFillRemover:

@@ -224,3 +224,10 @@ def test_tools_work_in_a_prebuilt_react_agent(detector):
     assert "removed #1 bicycle" in tool_msgs[1].content
     assert "generative" in tool_msgs[2].content  # a clear error the agent can read
     assert ws.changed_pixels() > 0 and not ws.scene.has(1)
+
+
+def test_detect_request_for_listed_labels_goes_straight_to_planning(detector):
+    model = ScriptedChatModel([ReasonDecision(thought="check", next="detect_objects", labels=["bike", "dogs"]),
+                               remove(1)])
+    result = cielr_agent.edit(DOG, "remove the bike", llm=model, dry_run=True, **FAKE)
+    assert result.tool_calls == [] and [c.node for c in result.llm_calls] == ["reason", "plan"]

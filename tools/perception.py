@@ -52,7 +52,7 @@ def perception_tools(ws: Workspace, handle_errors: bool = True) -> list[Structur
             added = ws.add_detections(found, request=f"detect {', '.join(labels)}")
             present = [o for o in ws.scene.objects if o.label in resolved]
             if present:
-                notes.append("in the scene: " + "; ".join(_line(o) for o in present))
+                notes.append("in the scene: " + ", ".join(f"#{o.id} {o.label}" for o in present))
                 if added:
                     notes.append(f"({len(added)} newly added)")
             else:

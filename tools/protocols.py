@@ -30,8 +30,8 @@ class Detector(Protocol):
 
 @runtime_checkable
 class Segmenter(Protocol):
-    def segment_box(self, image: np.ndarray, box: Box) -> np.ndarray:
-        """A bool H×W mask of the object inside `box`."""
+    def segment_box(self, image: np.ndarray, box: Box, exclude: np.ndarray | None = None) -> np.ndarray:
+        """A bool H×W mask of the object inside `box`; `exclude` marks pixels of objects in front of it."""
 
 
 @runtime_checkable

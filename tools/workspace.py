@@ -8,7 +8,7 @@ import numpy as np
 
 from cielr_agent.config import AgentConfig
 from cielr_agent.imaging import load_image, save_image_atomic
-from cielr_agent.masks import dilate
+from cielr_agent.masks import box_iou, dilate
 from cielr_agent.ssr import RLEMask, SceneGraph, SceneObject, in_front
 
 from .backends import Backends
@@ -38,11 +38,26 @@ class Workspace:
     # --- perception -------------------------------------------------------------------------------------------
 
     def perceive(self) -> SceneGraph:
-        """Build the initial SSR: detect every known object, add box-level attributes and relations."""
-        detections = self.backends.detector.detect(self.image, min_score=self.config.min_score)
+        """Build the initial SSR: detect every known object, add box-level attributes and relations.
+
+        Detections of other labels on (nearly) the same box are not separate objects: they are recorded as
+        the object's "could also be" attribute so the LLM sees the ambiguity.
+        """
+        floor = min(self.config.min_score, self.config.refine_min_score)
+        kept: list[tuple] = []  # (detection, alternative labels)
+        for det in self.backends.detector.detect(self.image, min_score=floor):
+            same_place = next((k for k in kept if box_iou(k[0].box, det.box) > 0.7), None)
+            if same_place is not None:
+                if det.label != same_place[0].label and det.label not in same_place[1]:
+                    same_place[1].append(det.label)
+            elif det.score >= self.config.min_score:
+                kept.append((det, []))
         objects = []
-        for i, det in enumerate(detections, start=1):
-            objects.append(self._new_object(i, det, source=f"detector:{self.config.detector}"))
+        for i, (det, alternatives) in enumerate(kept, start=1):
+            obj = self._new_object(i, det, source=f"detector:{self.config.detector}")
+            if alternatives:
+                obj.attributes["could also be"] = " or ".join(alternatives)
+            objects.append(obj)
         self.scene = SceneGraph(width=self.scene.width, height=self.scene.height).apply(
             "build the initial scene", "detect_objects", add=objects,
             changes=[f"detected {len(objects)} object(s)"],
@@ -66,8 +81,6 @@ class Workspace:
 
     def add_detections(self, detections, request: str) -> list[SceneObject]:
         """Merge detections into the SSR, skipping ones that duplicate an existing object; returns the new ones."""
-        from cielr_agent.masks import box_iou
-
         added: list[SceneObject] = []
         next_id = self.scene.next_id()
         for det in detections:
@@ -81,14 +94,17 @@ class Workspace:
         return added
 
     def mask(self, object_id: int) -> np.ndarray:
-        """The object's full-image bool mask, segmenting (and recording it in the SSR) on first use."""
+        """The object's visible full-image bool mask (occluders' pixels excluded), segmented on first use and
+        recorded in the SSR."""
         if object_id in self._masks:
             return self._masks[object_id]
         obj = self.scene.get(object_id)
         if obj.mask is not None:
             m = obj.mask.to_array()
         else:
-            m = self.backends.segmenter.segment_box(self.image, obj.box)
+            occluders = [self.mask(o.id) for o in self.occluders(object_id)]
+            exclude = np.logical_or.reduce(occluders) if occluders else None
+            m = self.backends.segmenter.segment_box(self.image, obj.box, exclude)
             if not m.any():
                 raise ValueError(f"segmentation of #{obj.id} {obj.label} found no pixels inside its box")
             updated = obj.model_copy(update={"mask": RLEMask.from_array(m),

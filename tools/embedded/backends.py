@@ -37,18 +37,22 @@ class CocoDetector:
 
 
 class BoxSegmenter:
-    """Box-prompted masks from a salient-object network run on the box crop."""
+    """Box-prompted masks: a salient-object network on the box crop, extended by a GrabCut colour model."""
 
-    def __init__(self, model: str = "isnet"):
+    def __init__(self, model: str = "isnet", refine: bool = True):
         self.model = model
+        self.refine = refine
         self._net = None
 
-    def segment_box(self, image: np.ndarray, box: Box) -> np.ndarray:
-        if self._net is None:
-            from .segmentation import make_segmenter
+    def segment_box(self, image: np.ndarray, box: Box, exclude: np.ndarray | None = None) -> np.ndarray:
+        from .segmentation import grabcut_refine, make_segmenter
 
+        if self._net is None:
             self._net = make_segmenter(self.model)
-        return self._net.segment_box(image, box)
+        mask = self._net.segment_box(image, box)
+        if self.refine:
+            mask |= grabcut_refine(image, mask, box, exclude)
+        return mask if exclude is None else mask & ~exclude
 
 
 class AttributeDescriber:

