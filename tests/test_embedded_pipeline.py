@@ -1,0 +1,146 @@
+"""The embedded profile on real photos: real detector, segmenter, inpainter and (slow) the real Qwen LLM."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cielr_agent.assets import EMBEDDED_PROFILE_ASSETS, is_ready
+from cielr_agent.imaging import load_image
+from cielr_agent.masks import dilate
+from cielr_agent.tools import Workspace, make_tools
+
+ROOT = Path(__file__).resolve().parents[1]
+DOG = ROOT / "examples" / "dog.jpg"
+PHOTOS = ROOT.parent / "shared" / "data" / "photos"
+
+needs_models = pytest.mark.skipif(not all(is_ready(a) for a in ("centernet", "isnet")),
+                                  reason="embedded models not set up: run `cielr setup`")
+pytestmark = [pytest.mark.assets, needs_models]
+
+
+@pytest.fixture(scope="module")
+def dog_ws():
+    ws = Workspace.open(DOG)
+    ws.perceive()
+    return ws
+
+
+def test_initial_scene_of_the_dog_photo(dog_ws):
+    labels = {o.label for o in dog_ws.scene.objects}
+    assert {"dog", "bicycle"} <= labels
+    vehicle = next(o for o in dog_ws.scene.objects if o.box[0] > 400 and o.box[3] < 200)
+    assert vehicle.label == "truck" or "truck" in vehicle.attributes.get("could also be", "")
+    bike = next(o for o in dog_ws.scene.objects if o.label == "bicycle")
+    dog = next(o for o in dog_ws.scene.objects if o.label == "dog")
+    assert dog in dog_ws.occluders(bike.id)
+    assert bike.attributes["size"] == "large" and dog.attributes["color"] in ("black", "gray", "brown")
+
+
+def test_remove_bicycle_keeps_everything_else_identical(dog_ws):
+    ws = Workspace.open(DOG)
+    ws.scene = dog_ws.scene
+    bike = next(o for o in ws.scene.objects if o.label == "bicycle")
+    dog = next(o for o in ws.scene.objects if o.label == "dog")
+    tools = {t.name: t for t in make_tools(ws)}
+    note = tools["remove_object"].invoke({"object_id": bike.id})
+    assert "removed" in note
+    changed = np.any(ws.image != ws.original, axis=2)
+    dog_mask = ws.mask(dog.id)
+    # nothing outside the bicycle's dilated mask changes, the dog in front keeps every pixel
+    assert any(u.tool == "segment_object" and bike.id in u.modified for u in ws.scene.history)
+    x0, y0, x1, y1 = (int(v) for v in bike.box)
+    outside_box = np.ones_like(changed)
+    outside_box[max(0, y0 - 16):y1 + 16, max(0, x0 - 16):x1 + 16] = False
+    assert not (changed & outside_box).any()
+    assert not (changed & dog_mask).any()
+    # the red frame is mostly gone: count strongly red pixels in the bicycle box, outside the dog
+    def red(img):
+        r, g, b = (img[y0:y1, x0:x1, i].astype(int) for i in range(3))
+        return ((r > 150) & (r > g + 60) & (r > b + 60) & ~dog_mask[y0:y1, x0:x1]).sum()
+    assert red(ws.image) < 0.3 * red(ws.original)
+    assert changed.sum() > 15000 and not ws.scene.has(bike.id)
+
+
+def test_recolor_dog_keeps_shading(dog_ws):
+    ws = Workspace.open(DOG)
+    ws.scene = dog_ws.scene
+    dog = next(o for o in ws.scene.objects if o.label == "dog")
+    tools = {t.name: t for t in make_tools(ws)}
+    tools["recolor_object"].invoke({"object_id": dog.id, "color": "blue"})
+    mask = ws.mask(dog.id)
+    changed = np.any(ws.image != ws.original, axis=2)
+    assert not (changed & ~dilate(mask, 3)).any()
+    inside = ws.image[mask].astype(float)
+    assert np.median(inside[:, 2] - inside[:, 0]) > 15  # bluish
+    orig_l, new_l = ws.original[mask].mean(axis=1), inside.mean(axis=1)
+    assert np.corrcoef(orig_l, new_l)[0, 1] > 0.8  # texture/shading follows the original
+
+
+def test_detect_tool_reports_undetectable_things(dog_ws):
+    ws = Workspace.open(DOG)
+    ws.scene = dog_ws.scene
+    tools = {t.name: t for t in make_tools(ws)}
+    text = tools["detect_objects"].invoke({"labels": ["unicorn", "bike"]})
+    assert "'unicorn' is not something this detector can find" in text and "bicycle" in text
+
+
+def _cielr(*args, timeout=900):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "cielr_agent.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+qwen = pytest.mark.skipif(not all(is_ready(a) for a in EMBEDDED_PROFILE_ASSETS),
+                          reason="the embedded LLM is not set up: run `cielr setup`")
+
+
+@pytest.mark.slow
+@qwen
+def test_readme_example_end_to_end_with_the_real_llm(tmp_path):
+    out, trace = tmp_path / "out.png", tmp_path / "trace.json"
+    before = DOG.read_bytes()
+    proc = _cielr("edit", str(DOG), "Remove the vehicle in the foreground that has no engine", "-o", str(out),
+                  "--json", "--trace", str(trace))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    (action,) = summary["plan"]["actions"]
+    assert action["type"] == "remove" and action["target"]["label"] == "bicycle"
+    assert summary["output"] == str(out) and DOG.read_bytes() == before
+    assert "perceive" in proc.stderr and "plan" in proc.stderr  # progress on stderr
+    full = json.loads(trace.read_text())
+    (done,) = full["executed"]
+    from cielr_agent.ssr import RLEMask
+
+    region = RLEMask(**done["region"]).to_array()
+    changed = np.any(load_image(out) != load_image(DOG), axis=2)
+    assert np.array_equal(changed, region) and changed.sum() > 15000
+    assert all(c["input_tokens"] > 0 and c["output_tokens"] > 0 for c in full["llm_calls"])
+    assert full["verification"] and "gone" in full["verification"][0]
+
+
+@pytest.mark.slow
+@qwen
+@pytest.mark.parametrize("image,instruction", [
+    ("horses.jpg", "Paint the largest horse white"),
+    ("person.jpg", "Remove the animal that barks"),
+    ("giraffe.jpg", "Make the animal with black and white stripes red"),
+])
+def test_dry_run_json_on_shared_photos(tmp_path, image, instruction):
+    if not (PHOTOS / image).exists():
+        pytest.skip("../shared/data is not beside the checkout")
+    proc = _cielr("edit", str(PHOTOS / image), instruction, "--dry-run", "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert set(summary) == {"instruction", "status", "plan", "output", "timings"}
+    assert summary["status"] == "planned" and summary["output"] is None
+    (action,) = summary["plan"]["actions"]
+    assert set(action["target"]) == {"id", "label", "box"} and len(action["target"]["box"]) == 4
+    expected = {"horses.jpg": "horse", "person.jpg": "dog", "giraffe.jpg": "zebra"}[image]
+    assert action["target"]["label"] == expected
