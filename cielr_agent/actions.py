@@ -115,7 +115,7 @@ class PlannedStep(BaseModel):
 class PlanDecision(BaseModel):
     """The LLM's plan: one sentence of reasoning first, then the steps."""
 
-    reason: str = Field(max_length=240, description="one sentence: which object(s) the instruction means and why")
+    reason: str = Field(max_length=160, description="one sentence: which object(s) the instruction means and why")
     steps: list[PlannedStep] = Field(max_length=6, description="empty when the image has no object the instruction means")
 
     def to_plan(self) -> EditPlan:
@@ -128,7 +128,7 @@ ToolName = Literal["detect_objects", "segment_object", "describe_object", "plan"
 class ReasonDecision(BaseModel):
     """One step of the reasoning loop: gather more scene information with a tool, or plan now."""
 
-    thought: str = Field(max_length=160, description="one short sentence about what is known or missing")
+    thought: str = Field(max_length=100, description="one short sentence about what is known or missing")
     next: ToolName = Field(description="'plan' when the scene already lists the objects the instruction needs")
     labels: list[str] = Field(default_factory=list, description="for detect_objects: object names to look for")
     object_id: int | None = Field(None, description="for segment_object / describe_object: the object id")

@@ -138,3 +138,12 @@ def rle_decode(rle: dict) -> np.ndarray:
     values = (np.arange(counts.size) % 2).astype(bool)
     flat = np.repeat(values, counts)
     return flat.reshape((w, h)).T.copy()
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """The mask with every region it encloses filled (background reachable from the border stays empty)."""
+    m = mask.astype(np.uint8)
+    padded = np.pad(1 - m, 1, constant_values=1)
+    flood = padded.copy()
+    cv2.floodFill(flood, None, (0, 0), 2)
+    return mask | (flood[1:-1, 1:-1] == 1)

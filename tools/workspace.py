@@ -8,10 +8,12 @@ import numpy as np
 
 from cielr_agent.config import AgentConfig
 from cielr_agent.imaging import load_image, save_image_atomic
-from cielr_agent.masks import box_iou, dilate
+from cielr_agent.masks import box_iou, dilate, fill_holes
 from cielr_agent.ssr import RLEMask, SceneGraph, SceneObject, in_front
 
 from .backends import Backends
+
+OCCLUDER_MARGIN = 3  # px around an occluder's mask that stay untouched (soft edges such as fur)
 
 
 class Workspace:
@@ -103,7 +105,7 @@ class Workspace:
             m = obj.mask.to_array()
         else:
             occluders = [self.mask(o.id) for o in self.occluders(object_id)]
-            exclude = np.logical_or.reduce(occluders) if occluders else None
+            exclude = dilate(fill_holes(np.logical_or.reduce(occluders)), OCCLUDER_MARGIN) if occluders else None
             m = self.backends.segmenter.segment_box(self.image, obj.box, exclude)
             if not m.any():
                 raise ValueError(f"segmentation of #{obj.id} {obj.label} found no pixels inside its box")
@@ -125,7 +127,7 @@ class Workspace:
         grow = self.config.mask_dilation if grow is None else grow
         region = dilate(self.mask(object_id), grow)
         for occ in self.occluders(object_id):
-            region &= ~self.mask(occ.id)
+            region &= ~dilate(fill_holes(self.mask(occ.id)), OCCLUDER_MARGIN)
         return region
 
     def forget_mask(self, object_id: int) -> None:

@@ -41,6 +41,8 @@ def make_chat_model(spec: str | BaseChatModel = "embedded", **kwargs: Any) -> Ba
         from cielr_agent.assets import ensure_asset
 
         path = ensure_asset(EMBEDDED_MODELS[spec])
+        # the bundled prompts show the JSON to produce; repeating the schema costs ~300 prompt tokens a call
+        kwargs.setdefault("schema_hint", False)
         return ChatLlamaCpp(model_path=str(path), **kwargs)
 
     prefix, sep, rest = spec.partition(":")

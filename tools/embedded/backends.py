@@ -45,13 +45,13 @@ class BoxSegmenter:
         self._net = None
 
     def segment_box(self, image: np.ndarray, box: Box, exclude: np.ndarray | None = None) -> np.ndarray:
-        from .segmentation import grabcut_refine, make_segmenter
+        from .segmentation import make_segmenter, refine_mask
 
         if self._net is None:
             self._net = make_segmenter(self.model)
         mask = self._net.segment_box(image, box)
         if self.refine:
-            mask |= grabcut_refine(image, mask, box, exclude)
+            mask = refine_mask(image, mask, box, exclude)
         return mask if exclude is None else mask & ~exclude
 
 

@@ -264,25 +264,55 @@ def make_segmenter(name: str) -> _SaliencySegmenter:
         return _CACHE[key]
 
 
-def grabcut_refine(image: np.ndarray, seed: np.ndarray, box: Box, exclude: np.ndarray | None = None,
-                   iterations: int = 5) -> np.ndarray:
-    """Colour-model refinement of a saliency mask: GrabCut seeded with `seed` as probable foreground, the rest
-    of the box as probable background, everything outside the box and `exclude` as sure background.
+def refine_mask(image: np.ndarray, seed: np.ndarray, box: Box, exclude: np.ndarray | None = None,
+                iterations: int = 5, background_tolerance: float = 12.0) -> np.ndarray:
+    """Colour-model refinement of a saliency mask inside its box.
 
-    Recovers thin parts a saliency network misses (frames, handlebars) without growing into the background.
+    Saliency networks miss thin parts (frames, handlebars) and fill see-through parts (the wall between a
+    wheel's spokes). The box's own background colours are learned (k-means in Lab of the pixels around the
+    seed); GrabCut then grows the object from the seed pixels that do not look like that background, with
+    everything outside the box and `exclude` as sure background. Finally pixels that look like the
+    background are dropped, unless that would remove most of the object (an object coloured like its
+    surroundings).
     """
     h, w = image.shape[:2]
     x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
     x1, y1 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
     if not seed.any() or x1 - x0 < 4 or y1 - y0 < 4:
         return seed.copy()
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32).reshape(-1, 3)
+    inside = np.zeros((h, w), bool)
+    inside[y0:y1, x0:x1] = True
+    background = inside & ~cv2.dilate(seed.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    if exclude is not None:
+        background &= ~exclude
+    samples = lab[background.ravel()]
+    if len(samples) < 16:
+        return seed.copy()
+    if len(samples) > 20000:
+        samples = samples[np.random.default_rng(0).choice(len(samples), 20000, replace=False)]
+    cv2.setRNGSeed(0)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
+    _, _, centers = cv2.kmeans(samples, 8, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+
+    def looks_like_background(idx: np.ndarray) -> np.ndarray:
+        return np.min(np.linalg.norm(lab[idx][:, None, :] - centers[None], axis=2), axis=1) <= background_tolerance
+
+    seed_idx = np.flatnonzero(seed)
     labels = np.full((h, w), cv2.GC_BGD, np.uint8)
     labels[y0:y1, x0:x1] = cv2.GC_PR_BGD
-    labels[seed] = cv2.GC_PR_FGD
+    labels.flat[seed_idx[~looks_like_background(seed_idx)]] = cv2.GC_PR_FGD
     if exclude is not None:
         labels[exclude] = cv2.GC_BGD
     if not (labels == cv2.GC_PR_FGD).any():
-        return np.zeros((h, w), bool)
+        return seed.copy()
     bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
     cv2.grabCut(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), labels, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
-    return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+    grown = seed | (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+    if exclude is not None:
+        grown &= ~exclude
+    idx = np.flatnonzero(grown)
+    drop = looks_like_background(idx)
+    if drop.mean() < 0.6:
+        grown.flat[idx[drop]] = False
+    return grown
