@@ -329,6 +329,9 @@ def _build(asset: Asset, progress: Progress) -> None:
             if got != sha:
                 raise AssetError(f"{asset.name}/{out_name}: sha256 {got} does not match the pinned {sha}")
         (staging / ".verified").write_text("sha256 verified\n")
+        if asset.assemble == "concat":  # the parts duplicate the assembled file: do not keep both on disk
+            for part in parts:
+                part.unlink(missing_ok=True)
         if folder.exists():
             shutil.rmtree(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)

@@ -138,7 +138,8 @@ class SceneGraph(BaseModel):
         )
 
     def render(self, knowledge: dict[str, str] | None = None) -> str:
-        """A compact text view of the SSR for an LLM prompt."""
+        """A compact text view of the SSR for an LLM prompt; knowledge cards go right under each object."""
+        knowledge = knowledge or {}
         lines = [f"Image {self.width}x{self.height} px. Objects:"]
         if not self.objects:
             lines.append("  (none detected)")
@@ -147,18 +148,13 @@ class SceneGraph(BaseModel):
             attrs = ", ".join(f"{k}: {v}" for k, v in o.attributes.items() if k != "area_fraction")
             depth = f", depth rank {o.depth_rank} (0 = nearest)" if o.depth_rank is not None else ""
             lines.append(f"  #{o.id} {o.label} (confidence {o.score:.2f}) box [{x0},{y0},{x1},{y1}]{depth}; {attrs}")
+            for label in [o.label, *str(o.attributes.get("could also be", "")).split(" or ")]:
+                if label in knowledge:
+                    lines.append(f"     {label}: {knowledge[label]}")
         if self.relations:
             names = {o.id: f"#{o.id} {o.label}" for o in self.objects}
             rel = [f"{names[r.subject]} {r.predicate.replace('_', ' ')} {names[r.object]}" for r in self.relations]
             lines.append("Relations: " + "; ".join(rel))
-        if knowledge:
-            labels = {o.label for o in self.objects}
-            for o in self.objects:
-                labels.update(str(o.attributes.get("could also be", "")).split(" or "))
-            cards = [f"  {label}: {knowledge[label]}" for label in sorted(labels) if label in knowledge]
-            if cards:
-                lines.append("What these things are:")
-                lines.extend(cards)
         return "\n".join(lines)
 
 

