@@ -90,7 +90,9 @@ def test_config_from_toml_and_overrides(tmp_path):
 def test_prompts_load_by_name_and_from_a_folder(tmp_path):
     assert "planner" in load_prompt("plan_system")
     cards = load_knowledge("v1")
-    assert len(cards) == 80 and "no engine" in cards["bicycle"] and "stripes" not in cards["giraffe"].split(";")[0]
+    from cielr_agent.tools.embedded.coco_detection import COCO_LABELS
+
+    assert list(cards) == list(COCO_LABELS) and "no engine" in cards["bicycle"] and "stripes" not in cards["giraffe"].split(";")[0]
     (tmp_path / "plan_user.txt").write_text("S={scene} I={instruction} {notes}{\"json\": 1}")
     assert render("plan_user", str(tmp_path), scene="a", instruction="b", notes="") == 'S=a I=b {"json": 1}'
     with pytest.raises(FileNotFoundError, match="bundled sets: v1"):
