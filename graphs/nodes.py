@@ -199,12 +199,24 @@ def route_after_approve(state: EditState, runtime: Runtime[EditContext]) -> str:
     return "execute"
 
 
+def _run_edit_tool(ws, name: str, args: dict, action: dict) -> ExecutedAction:
+    """Invoke one editing tool and record exactly which pixels it changed."""
+    tool = next(t for t in editing_tools(ws, handle_errors=False) if t.name == name)
+    t0 = time.perf_counter()
+    before = ws.image.copy()
+    try:
+        note = tool.invoke(args)
+    except ToolException as exc:
+        raise EditError(f"cannot {action['type']}: {exc}") from None
+    region = np.any(ws.image != before, axis=2)
+    return ExecutedAction(action=action, tool=name, seconds=round(time.perf_counter() - t0, 3),
+                          changed_pixels=int(region.sum()), region=RLEMask.from_array(region), note=note)
+
+
 def execute(state: EditState, runtime: Runtime[EditContext]) -> dict:
     """Run each action's tool in order; every action updates the image and the SSR."""
     ws = runtime.context.workspace
-    tools = {t.name: t for t in editing_tools(ws, handle_errors=False)}
     done: list[ExecutedAction] = []
-    seconds_total = 0.0
     for action in state["plan"].actions:
         name = ACTION_TOOLS[action.type]
         args = action.model_dump(exclude={"type"})
@@ -213,18 +225,9 @@ def execute(state: EditState, runtime: Runtime[EditContext]) -> dict:
         if action.type == "add":
             args["anchor_id"] = args.pop("anchor")
         _progress(runtime, "execute", f"{name} {args}")
-        t0 = time.perf_counter()
-        before = ws.image.copy()
-        try:
-            note = tools[name].invoke(args)
-        except ToolException as exc:
-            raise EditError(f"cannot {action.type}: {exc}") from None
-        seconds = time.perf_counter() - t0
-        seconds_total += seconds
-        region = np.any(ws.image != before, axis=2)
-        done.append(ExecutedAction(action=action.model_dump(), tool=name, seconds=round(seconds, 3),
-                                   changed_pixels=int(region.sum()), region=RLEMask.from_array(region), note=note))
-    return {"scene": ws.scene, "executed": done, "status": "executed", "timings": {"execute": seconds_total}}
+        done.append(_run_edit_tool(ws, name, args, action.model_dump()))
+    return {"scene": ws.scene, "executed": done, "status": "executed",
+            "timings": {"execute": sum(d.seconds for d in done)}}
 
 
 def verify(state: EditState, runtime: Runtime[EditContext]) -> dict:
@@ -235,7 +238,7 @@ def verify(state: EditState, runtime: Runtime[EditContext]) -> dict:
     t0 = time.perf_counter()
     initial = state["initial_scene"]
     notes: list[str] = []
-    tools = {t.name: t for t in editing_tools(ws, handle_errors=False)}
+    corrections: list[ExecutedAction] = []
     for action in state["plan"].actions:
         if action.type != "remove" or not initial.has(action.target):
             continue
@@ -250,9 +253,11 @@ def verify(state: EditState, runtime: Runtime[EditContext]) -> dict:
         if added is None:
             notes.append(f"#{gone.id} {gone.label}: still detected, no corrective round possible")
             continue
-        tools["remove_object"].invoke({"object_id": added.id, "grow": 3 * ws.config.mask_dilation})
+        grow = 3 * ws.config.mask_dilation
+        corrections.append(_run_edit_tool(ws, "remove_object", {"object_id": added.id, "grow": grow},
+                                          {"type": "remove", "target": added.id, "corrective": True}))
         still = [d for d in ws.backends.detector.detect(ws.image, min_score=ws.config.min_score, labels=[gone.label])
                  if box_iou(d.box, gone.box) > 0.5]
         notes.append(f"#{gone.id} {gone.label}: corrective removal; {'gone' if not still else 'still detected'}")
-    return {"scene": ws.scene, "verification": notes, "status": "verified",
+    return {"scene": ws.scene, "verification": notes, "executed": corrections, "status": "verified",
             "timings": {"verify": time.perf_counter() - t0}}

@@ -115,14 +115,13 @@ def test_readme_example_end_to_end_with_the_real_llm(tmp_path):
     assert summary["output"] == str(out) and DOG.read_bytes() == before
     assert "perceive" in proc.stderr and "plan" in proc.stderr  # progress on stderr
     full = json.loads(trace.read_text())
-    (done,) = full["executed"]
     from cielr_agent.ssr import RLEMask
 
-    region = RLEMask(**done["region"]).to_array()
+    region = np.logical_or.reduce([RLEMask(**done["region"]).to_array() for done in full["executed"]])
     changed = np.any(load_image(out) != load_image(DOG), axis=2)
     assert np.array_equal(changed, region) and changed.sum() > 15000
     assert all(c["input_tokens"] > 0 and c["output_tokens"] > 0 for c in full["llm_calls"])
-    assert full["verification"] and "gone" in full["verification"][0]
+    assert full["verification"] and full["verification"][0].endswith("gone")
 
 
 @pytest.mark.slow

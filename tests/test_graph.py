@@ -180,7 +180,8 @@ def test_verify_runs_one_corrective_round(detector, tmp_path):
     result = cielr_agent.edit(DOG, "remove the truck", tmp_path / "o.png", llm=model, **FAKE)
     # the fake detector still "sees" the truck after removal: one corrective removal, then reported
     assert result.verification == ["#3 truck: corrective removal; still detected"]
-    assert [e.tool for e in result.executed] == ["remove_object"]
+    assert [e.tool for e in result.executed] == ["remove_object", "remove_object"]
+    assert result.executed[1].action["corrective"] and result.executed[1].changed_pixels > 0
 
 
 def test_stream_checkpoint_and_subgraph(detector):
