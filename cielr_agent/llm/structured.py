@@ -146,7 +146,7 @@ def structured_call(
     name = getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
     raise LLMOutputError(
         f"{name} gave no valid {schema.__name__} after {attempts} attempt(s). Last error: {errors[-1]}. "
-        f"Last reply: {last[:300]!r}. Try a stronger model (--model openai:<model> or a larger GGUF), "
+        f"Last reply: {last[:300]!r}. Try a stronger model (--llm openai:<model>, or llamacpp:<larger.gguf>), "
         "allow more retries, or make the instruction more explicit.",
         raw=last,
         errors=errors,
