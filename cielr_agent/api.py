@@ -75,10 +75,13 @@ def edit(
     context = EditContext(workspace=ws, model=model, execute=not dry_run)
     payload: Any = {"instruction": instruction.strip()}
     state: dict = {}
+    planned_scene = None
     while True:
         for mode, chunk in graph.stream(payload, run_config, context=context, stream_mode=["custom", "values"]):
             if mode == "values":
                 state = chunk
+                if chunk.get("status") == "planned":
+                    planned_scene = chunk["scene"]
             elif progress is not None:
                 progress(chunk["node"], chunk["message"])
         if not config.confirm:
@@ -99,7 +102,7 @@ def edit(
         image=ws.source,
         output=written,
         plan=state.get("plan"),
-        scenes=[s for s in (state.get("initial_scene"), state.get("scene")) if s is not None],
+        scenes=[s for s in (state.get("initial_scene"), planned_scene, state.get("scene")) if s is not None],
         llm_calls=state.get("llm_calls", []),
         tool_calls=state.get("tool_calls", []),
         executed=state.get("executed", []),

@@ -51,7 +51,7 @@ class EditResult(BaseModel):
     status: str = "unknown"  # planned (dry run) | rejected | verified | executed
     output: str | None = None
     plan: EditPlan | None = None
-    scenes: list[SceneGraph] = Field(default_factory=list)  # initial and final SSR; the history is inside
+    scenes: list[SceneGraph] = Field(default_factory=list)  # initial, as planned, final; each holds its history
     llm_calls: list[LLMCall] = Field(default_factory=list)
     tool_calls: list[ToolCall] = Field(default_factory=list)
     executed: list[ExecutedAction] = Field(default_factory=list)
@@ -75,13 +75,14 @@ class EditResult(BaseModel):
 
     def summary_json(self) -> dict:
         """The CLI's `--json` object."""
-        initial = self.scenes[0] if self.scenes else None
         actions = []
         for action in self.plan.actions if self.plan else []:
             item = action.model_dump(exclude={"target"})
             target_id = getattr(action, "target", None)
-            if target_id is not None and initial is not None and initial.has(target_id):
-                obj = initial.get(target_id)
+            # the object as the planner saw it: found during reasoning, it is not in the initial scene;
+            # removed by the edit, it is not in the final one
+            obj = next((s.get(target_id) for s in self.scenes if target_id is not None and s.has(target_id)), None)
+            if obj is not None:
                 item["target"] = {"id": obj.id, "label": obj.label, "box": [round(v, 1) for v in obj.box]}
             actions.append(item)
         return {

@@ -64,13 +64,14 @@ def main(argv: list[str] | None = None) -> int:
                 first = result.plan.actions[0] if result.plan.actions else None
                 target = getattr(first, "target", None)
                 alternatives = ()
-                if target is not None and result.scenes[0].has(target):
-                    alt = result.scenes[0].get(target).attributes.get("could also be", "")
+                scene = result.scenes[1] if len(result.scenes) > 1 else result.scenes[0]  # as planned
+                if target is not None and scene.has(target):
+                    alt = scene.get(target).attributes.get("could also be", "")
                     alternatives = tuple(str(alt).split(" or ")) if alt else ()
                 row = {**case, **score_case(case, result.summary_json(), alternatives),
                        "rationale": result.plan.rationale, "alternatives": list(alternatives),
                        "llm_calls": len(result.llm_calls),
-                       "detected": [o.label for o in result.scenes[0].objects]}
+                       "detected": [o.label for o in scene.objects]}
             except Exception as exc:  # one failing case never stops the run
                 row = {**case, "correct": False, "error": f"{type(exc).__name__}: {exc}"}
             row["seconds"] = round(time.perf_counter() - t0, 2)

@@ -80,7 +80,8 @@ def test_reason_loop_gathers_missing_objects(detector):
     result = cielr_agent.edit(DOG, "remove the cup", llm=model, dry_run=True, **FAKE)
     assert result.status == "planned" and result.output is None
     scene = result.scene
-    assert scene.get(4).label == "cup"
+    assert scene.get(4).label == "cup" and not result.scenes[0].has(4)
+    assert result.summary_json()["plan"]["actions"][0]["target"]["label"] == "cup"  # found while reasoning
     assert result.tool_calls[0].tool == "detect_objects" and "cup" in result.tool_calls[0].observation
     second_prompt = model.calls[1][-1].content
     assert "Already done: detect_objects" in second_prompt and "#4 cup" in second_prompt
