@@ -147,3 +147,8 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     flood = padded.copy()
     cv2.floodFill(flood, None, (0, 0), 2)
     return mask | (flood[1:-1, 1:-1] == 1)
+
+
+def solid(mask: np.ndarray, px: int = 10) -> np.ndarray:
+    """The mask closed over gaps up to ~2*px wide and hole-filled: the full extent of an occluding object."""
+    return fill_holes(erode(dilate(mask, px), px))

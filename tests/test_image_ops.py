@@ -391,3 +391,18 @@ def test_colour_names_on_dog_photo(dog_image, isnet_masks):
     assert dominant_color_name(dog_image, frame) == "red"
     d = describe_region(dog_image, isnet_masks["truck"], TRUCK_BOX)
     assert d["position"] == "top-right" and d["size"] == "medium"
+
+
+def test_solid_closes_boundary_notches_and_stray_specks_are_dropped():
+    from cielr_agent.masks import fill_holes, solid
+    from cielr_agent.tools.embedded.segmentation import _drop_stray_specks
+
+    m = np.zeros((60, 60), bool)
+    m[10:50, 10:50] = True
+    m[25:35, 10:20] = False  # a notch open to the outside (fill_holes alone keeps it)
+    assert solid(m, 8)[30, 16] and not solid(m, 8)[5, 5] and not fill_holes(m)[30, 16]
+    speck = np.pad(m, ((0, 40), (0, 40)))
+    speck[95:97, 95:97] = True  # a tiny component far from the body
+    speck[52:54, 30:32] = True  # a tiny one right next to it stays
+    cleaned = _drop_stray_specks(speck)
+    assert not cleaned[96, 96] and cleaned[53, 31] and cleaned[30, 30]

@@ -8,7 +8,7 @@ import numpy as np
 
 from cielr_agent.config import AgentConfig
 from cielr_agent.imaging import load_image, save_image_atomic
-from cielr_agent.masks import box_iou, dilate, fill_holes
+from cielr_agent.masks import box_iou, dilate, solid
 from cielr_agent.ssr import RLEMask, SceneGraph, SceneObject, in_front
 
 from .backends import Backends
@@ -105,7 +105,7 @@ class Workspace:
             m = obj.mask.to_array()
         else:
             occluders = [self.mask(o.id) for o in self.occluders(object_id)]
-            exclude = dilate(fill_holes(np.logical_or.reduce(occluders)), OCCLUDER_MARGIN) if occluders else None
+            exclude = dilate(solid(np.logical_or.reduce(occluders)), OCCLUDER_MARGIN) if occluders else None
             m = self.backends.segmenter.segment_box(self.image, obj.box, exclude)
             if not m.any():
                 raise ValueError(f"segmentation of #{obj.id} {obj.label} found no pixels inside its box")
@@ -127,7 +127,7 @@ class Workspace:
         grow = self.config.mask_dilation if grow is None else grow
         region = dilate(self.mask(object_id), grow)
         for occ in self.occluders(object_id):
-            region &= ~dilate(fill_holes(self.mask(occ.id)), OCCLUDER_MARGIN)
+            region &= ~dilate(solid(self.mask(occ.id)), OCCLUDER_MARGIN)
         return region
 
     def forget_mask(self, object_id: int) -> None:

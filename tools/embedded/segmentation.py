@@ -316,4 +316,20 @@ def refine_mask(image: np.ndarray, seed: np.ndarray, box: Box, exclude: np.ndarr
     drop = looks_like_background(idx)
     if drop.mean() < 0.6:
         grown.flat[idx[drop]] = False
-    return grown
+    return _drop_stray_specks(grown)
+
+
+def _drop_stray_specks(mask: np.ndarray, max_fraction: float = 0.03, reach: int = 15) -> np.ndarray:
+    """Remove small components lying away from the main body (e.g. a wheel of a car behind the object)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return mask
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    main = labels == 1 + int(np.argmax(areas))
+    near_main = cv2.dilate(main.astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)).astype(bool)
+    keep = mask.copy()
+    for k in range(1, count):
+        component = labels == k
+        if areas[k - 1] < max_fraction * mask.sum() and not (component & near_main).any():
+            keep &= ~component
+    return keep
