@@ -43,6 +43,12 @@ class SceneObject(BaseModel):
     source: str = ""  # tool/backend that produced it
 
     @property
+    def alternatives(self) -> list[str]:
+        """Other labels the detector gave this object (its "could also be" attribute)."""
+        text = str(self.attributes.get("could also be", ""))
+        return text.split(" or ") if text else []
+
+    @property
     def area(self) -> float:
         if self.mask is not None:
             return float(self.mask.area)
@@ -148,7 +154,7 @@ class SceneGraph(BaseModel):
             attrs = ", ".join(f"{k}: {v}" for k, v in o.attributes.items() if k != "area_fraction")
             depth = f", depth rank {o.depth_rank} (0 = nearest)" if o.depth_rank is not None else ""
             lines.append(f"  #{o.id} {o.label} (confidence {o.score:.2f}) box [{x0},{y0},{x1},{y1}]{depth}; {attrs}")
-            for label in [o.label, *str(o.attributes.get("could also be", "")).split(" or ")]:
+            for label in [o.label, *o.alternatives]:
                 if label in knowledge:
                     lines.append(f"     {label}: {knowledge[label]}")
         if self.relations:

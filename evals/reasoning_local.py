@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 alternatives = ()
                 scene = result.scenes[1] if len(result.scenes) > 1 else result.scenes[0]  # as planned
                 if target is not None and scene.has(target):
-                    alt = scene.get(target).attributes.get("could also be", "")
-                    alternatives = tuple(str(alt).split(" or ")) if alt else ()
+                    alternatives = tuple(scene.get(target).alternatives)
                 row = {**case, **score_case(case, result.summary_json(), alternatives),
                        "rationale": result.plan.rationale, "alternatives": list(alternatives),
                        "llm_calls": len(result.llm_calls),

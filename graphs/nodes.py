@@ -99,9 +99,7 @@ def reason(state: EditState, runtime: Runtime[EditContext]) -> dict:
 
 def _without_known_labels(decision: ReasonDecision, ws) -> ReasonDecision:
     """Drop requested labels the scene already holds; with none left, the decision becomes "plan"."""
-    present = {o.label for o in ws.scene.objects}
-    for o in ws.scene.objects:
-        present.update(str(o.attributes.get("could also be", "")).split(" or "))
+    present = {label for o in ws.scene.objects for label in (o.label, *o.alternatives)}
     wanted = [t for t in decision.labels if ws.backends.detector.resolve_label(t) not in present]
     if not wanted:
         return decision.model_copy(update={"next": "plan", "labels": []})
