@@ -22,6 +22,14 @@ class AgentConfig(BaseModel):
     describer: str = "embedded"
     remover: str = "patchmatch"
     recolorer: str = "oklab"
+    generator: str | None = Field(None, description="generative inpainting backend for replace/add (e.g. sd-inpaint)")
+    depth: str | None = Field(None, description="depth backend (e.g. depth-anything): per-object depth, front/behind")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps: where foundation models run")
+    dtype: str = Field("auto", description="auto (fp16 on cuda, fp32 elsewhere), float32, float16 or bfloat16")
+    allow_download: bool = Field(False, description="let foundation backends fetch missing weights from their hub")
+    memory_budget_gb: float | None = Field(None, gt=0, description="unload least recently used models above this")
+    backend_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="options per backend name, e.g. {'grounding-dino': {'model': '<path>'}}")
     min_score: float = Field(0.3, ge=0.0, le=1.0, description="detection confidence for the initial scene")
     refine_min_score: float = Field(0.15, ge=0.0, le=1.0, description="confidence when the LLM asks for labels")
     max_iterations: int = Field(3, ge=0, le=12, description="bound on perception tool calls in the reasoning loop")
@@ -33,7 +41,10 @@ class AgentConfig(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> AgentConfig:
-        """Read a TOML profile (keys as above, optionally under [agent]) and apply non-None overrides."""
+        """Read a TOML profile (keys as above, optionally under [agent]) and apply non-None overrides.
+
+        Backend options sit in tables named after the backend, e.g. ``[backend_options.sd-inpaint]``.
+        """
         data: dict[str, Any] = {}
         if path is not None:
             p = Path(path)

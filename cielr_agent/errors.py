@@ -13,3 +13,7 @@ class TargetNotFoundError(EditError):
 
 class InstructionError(ValueError):
     """The instruction is empty or unusable."""
+
+
+class MissingWeightsError(RuntimeError):
+    """Model weights are not on this machine (a local folder or the local hub cache)."""

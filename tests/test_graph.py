@@ -35,9 +35,9 @@ def remove(oid, reason="target"):
 @pytest.fixture
 def detector():
     det = FakeDetector(dog_scene_detections(), hidden=[Detection("cup", 0.2, (600.0, 400.0, 660.0, 470.0))])
-    register_backend("detector", "fake", lambda: det)
-    register_backend("segmenter", "fake", BoxSegmenter)
-    register_backend("remover", "fake", MeanFillRemover)
+    register_backend("detector", "fake", lambda ctx: det)
+    register_backend("segmenter", "fake", lambda ctx: BoxSegmenter())
+    register_backend("remover", "fake", lambda ctx: MeanFillRemover())
     return det
 
 

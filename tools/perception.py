@@ -75,7 +75,7 @@ def perception_tools(ws: Workspace, handle_errors: bool = True) -> list[Structur
             m = ws.mask(object_id)
         except (KeyError, ValueError) as exc:
             raise ToolException(str(exc)) from None
-        attrs = ws.backends.describer.describe(ws.image, m, obj.box)
+        attrs = ws.backends.describer.describe(ws.image, m, obj.box, detail=True)
         obj = ws.scene.get(object_id)
         updated = obj.model_copy(update={"attributes": {**obj.attributes, **attrs}})
         ws.scene = ws.scene.apply(f"describe #{object_id}", "describe_object", modify=[updated],

@@ -1,4 +1,5 @@
-"""Backend protocols: what a detector, segmenter, describer, remover, recolorer or generator must offer."""
+"""Backend protocols: what a detector, segmenter, describer, depth estimator, remover, recolorer or generator
+must offer. Images are H×W×3 uint8 RGB arrays, masks H×W bool arrays, boxes (x0, y0, x1, y1) in pixels."""
 
 from __future__ import annotations
 
@@ -35,9 +36,23 @@ class Segmenter(Protocol):
 
 
 @runtime_checkable
+class PointSegmenter(Protocol):
+    def segment_points(self, image: np.ndarray, points: list[tuple[float, float]], labels: list[int],
+                       box: Box | None = None) -> np.ndarray:
+        """A bool H×W mask from click points (label 1 = on the object, 0 = background), optionally with a box."""
+
+
+@runtime_checkable
 class Describer(Protocol):
-    def describe(self, image: np.ndarray, mask: np.ndarray, box: Box) -> dict[str, str | float]:
-        """Attributes of the masked object (colour, size, position, caption ...)."""
+    def describe(self, image: np.ndarray, mask: np.ndarray, box: Box, detail: bool = False) -> dict[str, str | float]:
+        """Attributes of the masked object (colour, size, position ...); with `detail` also the costly ones
+        (a caption of the object crop) that the agent asks for when the scene has gaps."""
+
+
+@runtime_checkable
+class DepthEstimator(Protocol):
+    def nearness(self, image: np.ndarray) -> np.ndarray:
+        """H×W float32 relative nearness in [0, 1]: 1 is the closest point to the camera, 0 the farthest."""
 
 
 @runtime_checkable
@@ -54,5 +69,6 @@ class Recolorer(Protocol):
 
 @runtime_checkable
 class Generator(Protocol):
-    def inpaint(self, image: np.ndarray, mask: np.ndarray, prompt: str) -> np.ndarray:
-        """The image with the masked region regenerated to show `prompt`."""
+    def inpaint(self, image: np.ndarray, mask: np.ndarray, prompt: str, negative_prompt: str | None = None) -> np.ndarray:
+        """The image with the masked region regenerated to show `prompt`; every pixel outside `mask` is returned
+        exactly as it was."""

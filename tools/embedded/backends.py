@@ -58,7 +58,7 @@ class BoxSegmenter:
 class AttributeDescriber:
     """Attribute extraction: colour names, size, position (the embedded stand-in for a captioner)."""
 
-    def describe(self, image: np.ndarray, mask: np.ndarray, box: Box) -> dict[str, str | float]:
+    def describe(self, image: np.ndarray, mask: np.ndarray, box: Box, detail: bool = False) -> dict[str, str | float]:
         from .attributes import describe_region
 
         return {k: v for k, v in describe_region(image, mask, box).items() if v is not None}
