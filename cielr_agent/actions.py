@@ -30,22 +30,30 @@ class ReplaceAction(BaseModel):
     prompt: str
 
 
+Side = Literal["left", "right", "above", "below"]
+Position = Literal["left", "right", "top", "bottom", "center", "top-left", "top-right", "bottom-left", "bottom-right"]
+
+
 class AddAction(BaseModel):
-    """Add a new object described by `prompt` in `box` (needs a generative backend)."""
+    """Add a new object described by `prompt` in `box`, or beside the `anchor` object (needs a generative backend)."""
 
     type: Literal["add"] = "add"
     prompt: str
     box: tuple[float, float, float, float] | None = None
     anchor: int | None = None  # an SSR object the new one is placed relative to
+    side: Side | None = None
 
 
 class MoveAction(BaseModel):
-    """Move the object by (dx, dy) pixels."""
+    """Move the object: to a named `position` of the image, beside the `anchor` object, and/or by (dx, dy) px."""
 
     type: Literal["move"] = "move"
     target: int
     dx: float = 0.0
     dy: float = 0.0
+    position: Position | None = None
+    anchor: int | None = None
+    side: Side | None = None
 
 
 class ResizeAction(BaseModel):
@@ -53,14 +61,35 @@ class ResizeAction(BaseModel):
 
     type: Literal["resize"] = "resize"
     target: int
-    scale: float = Field(gt=0.0)
+    scale: float = Field(gt=0.0, le=8.0)
+
+
+class FlipAction(BaseModel):
+    """Mirror the object in place (horizontal = facing the other way, vertical = upside down)."""
+
+    type: Literal["flip"] = "flip"
+    target: int
+    axis: Literal["horizontal", "vertical"] = "horizontal"
+
+
+class DuplicateAction(BaseModel):
+    """Paste a copy of the object beside itself or the `anchor`, at a `position`, or shifted by (dx, dy) px."""
+
+    type: Literal["duplicate"] = "duplicate"
+    target: int
+    dx: float = 0.0
+    dy: float = 0.0
+    position: Position | None = None
+    anchor: int | None = None
+    side: Side | None = None
 
 
 EditAction = Annotated[
-    Union[RemoveAction, RecolorAction, ReplaceAction, AddAction, MoveAction, ResizeAction],
+    Union[RemoveAction, RecolorAction, ReplaceAction, AddAction, MoveAction, ResizeAction, FlipAction,
+          DuplicateAction],
     Field(discriminator="type"),
 ]
-ActionType = Literal["remove", "recolor", "replace", "add", "move", "resize"]
+ActionType = Literal["remove", "recolor", "replace", "add", "move", "resize", "flip", "duplicate"]
 ACTION_ADAPTER: TypeAdapter[EditAction] = TypeAdapter(EditAction)
 
 
@@ -73,6 +102,9 @@ class EditPlan(BaseModel):
     def targets(self) -> list[int]:
         return [a.target for a in self.actions if hasattr(a, "target")]
 
+    def anchors(self) -> list[int]:
+        return [a.anchor for a in self.actions if getattr(a, "anchor", None) is not None]
+
 
 class PlannedStep(BaseModel):
     """One step as the LLM writes it: a flat record that small models fill in reliably."""
@@ -81,15 +113,20 @@ class PlannedStep(BaseModel):
     object_id: int | None = Field(None, description="id (#n) of the scene object the action applies to")
     color: str | None = Field(None, description="for recolor: a colour name such as 'blue' or a #rrggbb hex")
     prompt: str | None = Field(None, description="for replace/add: what the new content should be")
-    scale: float | None = Field(None, description="for resize: scale factor")
-    dx: float | None = Field(None, description="for move: horizontal shift in pixels")
-    dy: float | None = Field(None, description="for move: vertical shift in pixels")
+    scale: float | None = Field(None, description="for resize: scale factor, e.g. 2 = twice as large")
+    position: Position | None = Field(None, description="for move/duplicate: where in the image it should go")
+    anchor_id: int | None = Field(None, description="for move/duplicate/add: the object to place it beside")
+    side: Side | None = Field(None, description="with anchor_id: which side of that object")
+    box: list[float] | None = Field(None, min_length=4, max_length=4,
+                                    description="for add: [x0, y0, x1, y1] in pixels where the new object goes")
+    axis: Literal["horizontal", "vertical"] | None = Field(None, description="for flip (default horizontal)")
+    dx: float | None = Field(None, description="for move/duplicate: horizontal shift in pixels")
+    dy: float | None = Field(None, description="for move/duplicate: vertical shift in pixels")
 
     def to_action(self) -> EditAction:
         """Convert to the typed action; raises ValueError naming the missing field."""
         data: dict = {"type": self.action}
-        needs_target = self.action != "add"
-        if needs_target:
+        if self.action != "add":
             if self.object_id is None:
                 raise ValueError(f"step '{self.action}' needs object_id")
             data["target"] = self.object_id
@@ -101,14 +138,22 @@ class PlannedStep(BaseModel):
             if not self.prompt:
                 raise ValueError(f"step '{self.action}' needs prompt")
             data["prompt"] = self.prompt
-            if self.action == "add" and self.object_id is not None:
-                data["anchor"] = self.object_id
+        if self.action == "add":
+            anchor = self.anchor_id if self.anchor_id is not None else self.object_id
+            if self.box is None and anchor is None:
+                raise ValueError("step 'add' needs a box [x0, y0, x1, y1] or an anchor_id to place it beside")
+            data.update(box=self.box, anchor=anchor, side=self.side)
         if self.action == "resize":
             if not self.scale:
                 raise ValueError("step 'resize' needs scale")
             data["scale"] = self.scale
-        if self.action == "move":
-            data["dx"], data["dy"] = self.dx or 0.0, self.dy or 0.0
+        if self.action == "flip":
+            data["axis"] = self.axis or "horizontal"
+        if self.action in ("move", "duplicate"):
+            data.update(dx=self.dx or 0.0, dy=self.dy or 0.0, position=self.position, anchor=self.anchor_id,
+                        side=self.side)
+            if self.action == "move" and not (self.dx or self.dy or self.position or self.anchor_id is not None):
+                raise ValueError("step 'move' needs a position, an anchor_id with a side, or dx/dy")
         return ACTION_ADAPTER.validate_python(data)
 
 

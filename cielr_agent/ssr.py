@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from .masks import rle_decode, rle_encode
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
+DEPTH_MARGIN = 0.05  # nearness difference that counts as "in front"
 
 
 class RLEMask(BaseModel):
@@ -40,6 +41,8 @@ class SceneObject(BaseModel):
     mask: RLEMask | None = None
     attributes: dict[str, str | float] = Field(default_factory=dict)
     depth_rank: int | None = None  # 0 = nearest to the camera
+    nearness: float | None = Field(None, ge=0.0, le=1.0, description="median relative nearness from a depth "
+                                   "model over the object (1 = closest point of the image)")
     source: str = ""  # tool/backend that produced it
 
     @property
@@ -153,6 +156,8 @@ class SceneGraph(BaseModel):
             x0, y0, x1, y1 = (round(v) for v in o.box)
             attrs = ", ".join(f"{k}: {v}" for k, v in o.attributes.items() if k != "area_fraction")
             depth = f", depth rank {o.depth_rank} (0 = nearest)" if o.depth_rank is not None else ""
+            if o.nearness is not None:
+                depth += f", nearness {o.nearness:.2f} (1 = closest)"
             lines.append(f"  #{o.id} {o.label} (confidence {o.score:.2f}) box [{x0},{y0},{x1},{y1}]{depth}; {attrs}")
             for label in [o.label, *o.alternatives]:
                 if label in knowledge:
@@ -173,20 +178,23 @@ def _overlap(a: Box, b: Box) -> float:
 
 
 def in_front(a: SceneObject, b: SceneObject) -> bool:
-    """True when `a` occludes `b`: explicit depth ranks win, else the ground-plane cue (lower bottom edge = nearer)."""
+    """True when `a` occludes `b`: measured depth wins (clearly nearer), else the ground-plane cue (lower bottom
+    edge = nearer)."""
     if _overlap(a.box, b.box) <= 0.1:
         return False
-    if a.depth_rank is not None and b.depth_rank is not None and "depth" in (a.source + b.source):
-        return a.depth_rank < b.depth_rank
+    if a.nearness is not None and b.nearness is not None:
+        return a.nearness > b.nearness + DEPTH_MARGIN
     contains = a.box[0] <= b.box[0] and a.box[1] <= b.box[1] and a.box[2] >= b.box[2] and a.box[3] >= b.box[3]
     return not contains and a.box[3] > b.box[3] + 0.02 * (b.box[3] - b.box[1])
 
 
 def assign_depth_ranks(objects: list[SceneObject]) -> list[SceneObject]:
-    """Order objects nearest-first by the ground-plane cue (bottom edge) unless a depth backend set ranks."""
-    if any("depth" in o.source for o in objects):
-        return objects
-    order = sorted(objects, key=lambda o: -o.box[3])
+    """Order objects nearest-first: by measured nearness when every object has one, else by the ground-plane
+    cue (lower bottom edge = nearer)."""
+    if objects and all(o.nearness is not None for o in objects):
+        order = sorted(objects, key=lambda o: -o.nearness)
+    else:
+        order = sorted(objects, key=lambda o: -o.box[3])
     rank = {o.id: i for i, o in enumerate(order)}
     return [o.model_copy(update={"depth_rank": rank[o.id]}) for o in objects]
 

@@ -30,6 +30,8 @@ ACTION_TOOLS = {
     "add": "add_object",
     "move": "move_object",
     "resize": "resize_object",
+    "flip": "flip_object",
+    "duplicate": "duplicate_object",
 }
 
 
@@ -147,9 +149,9 @@ def validate_plan(decision: PlanDecision, state: EditState) -> EditPlan:
     scene = state["scene"]
     ids = ", ".join(f"#{o.id} {o.label}" for o in scene.objects) or "none"
     for action in plan.actions:
-        target = getattr(action, "target", None)
-        if target is not None and not scene.has(target):
-            raise ValueError(f"object_id {target} does not exist; valid objects: {ids}")
+        for name, oid in (("object_id", getattr(action, "target", None)), ("anchor_id", getattr(action, "anchor", None))):
+            if oid is not None and not scene.has(oid):
+                raise ValueError(f"{name} {oid} does not exist; valid objects: {ids}")
         if action.type == "recolor":
             parse_color(action.color)
     return plan
@@ -211,19 +213,26 @@ def _run_edit_tool(ws, name: str, args: dict, action: dict) -> ExecutedAction:
                           changed_pixels=int(region.sum()), region=RLEMask.from_array(region), note=note)
 
 
+def tool_args(action) -> dict:
+    """The editing tool's arguments for a typed action (target → object_id, anchor → anchor_id)."""
+    args = action.model_dump(exclude={"type"}, exclude_none=True)
+    if "target" in args:
+        args["object_id"] = args.pop("target")
+    if "anchor" in args:
+        args["anchor_id"] = args.pop("anchor")
+    if "box" in args:
+        args["box"] = list(args["box"])
+    return args
+
+
 def execute(state: EditState, runtime: Runtime[EditContext]) -> dict:
     """Run each action's tool in order; every action updates the image and the SSR."""
     ws = runtime.context.workspace
     done: list[ExecutedAction] = []
     for action in state["plan"].actions:
         name = ACTION_TOOLS[action.type]
-        args = action.model_dump(exclude={"type"})
-        if "target" in args:
-            args["object_id"] = args.pop("target")
-        if action.type == "add":
-            args["anchor_id"] = args.pop("anchor")
-        _progress(runtime, "execute", f"{name} {args}")
-        done.append(_run_edit_tool(ws, name, args, action.model_dump()))
+        _progress(runtime, "execute", f"{name} {tool_args(action)}")
+        done.append(_run_edit_tool(ws, name, tool_args(action), action.model_dump()))
     return {"scene": ws.scene, "executed": done, "status": "executed",
             "timings": {"execute": sum(d.seconds for d in done)}}
 

@@ -1,7 +1,8 @@
 """Prompt templates as files, versioned by folder (a "prompt set"), loaded by name.
 
 A prompt set is a folder of this package (e.g. "v1") or any directory path holding the same file names,
-so experiments swap prompts by config (`prompt_set=...`) without touching code.
+so experiments swap prompts by config (`prompt_set=...`) without touching code. A set may hold only the files
+it changes: a file named `extends` names the set it falls back to for the others (e.g. "v1").
 """
 
 from __future__ import annotations
@@ -25,23 +26,39 @@ def prompt_dir(prompt_set: str) -> Path:
     raise FileNotFoundError(f"prompt set {prompt_set!r} not found; bundled sets: {', '.join(sets)}, or pass a folder path")
 
 
+def _find(file_name: str, prompt_set: str) -> Path | None:
+    """The file in the set or, through `extends`, in the set it builds on."""
+    seen: set[Path] = set()
+    folder = prompt_dir(prompt_set)
+    while folder not in seen:
+        seen.add(folder)
+        if (folder / file_name).exists():
+            return folder / file_name
+        parent = folder / "extends"
+        if not parent.exists():
+            return None
+        base = parent.read_text(encoding="utf-8").strip()
+        folder = _HERE / base if (_HERE / base).is_dir() else prompt_dir(str((folder / base).resolve()))
+    raise ValueError(f"prompt set {prompt_set!r}: its `extends` files form a cycle")
+
+
 @lru_cache(maxsize=64)
-def load_prompt(name: str, prompt_set: str = "v1") -> str:
+def load_prompt(name: str, prompt_set: str = "v2") -> str:
     """The text of template `name` (without .txt) in `prompt_set`."""
-    path = prompt_dir(prompt_set) / f"{name}.txt"
-    if not path.exists():
-        raise FileNotFoundError(f"prompt {name!r} missing from prompt set {prompt_set!r} ({path})")
+    path = _find(f"{name}.txt", prompt_set)
+    if path is None:
+        raise FileNotFoundError(f"prompt {name!r} missing from prompt set {prompt_set!r} ({prompt_dir(prompt_set)})")
     return path.read_text(encoding="utf-8").strip()
 
 
 @lru_cache(maxsize=8)
-def load_knowledge(prompt_set: str = "v1") -> dict[str, str]:
+def load_knowledge(prompt_set: str = "v2") -> dict[str, str]:
     """Short knowledge cards per detector label (empty when the set has none)."""
-    path = prompt_dir(prompt_set) / "knowledge_cards.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    path = _find("knowledge_cards.json", prompt_set)
+    return json.loads(path.read_text(encoding="utf-8")) if path is not None else {}
 
 
-def render(name: str, prompt_set: str = "v1", **values: str) -> str:
+def render(name: str, prompt_set: str = "v2", **values: str) -> str:
     """Load template `name` and fill its {placeholders} (other braces, e.g. JSON examples, stay as they are)."""
     text = load_prompt(name, prompt_set)
     for key, value in values.items():

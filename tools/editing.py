@@ -1,14 +1,27 @@
-"""Editing tools: remove and recolour objects; replace/add/move/resize need a generative backend."""
+"""Editing tools: remove, recolour, replace, add, move, resize, flip and duplicate scene objects.
+
+Every tool changes only the pixels its action needs and records the change in the SSR. Geometric tools
+(move/resize/flip/duplicate) work in every profile: they cut the object with its mask, fill the hole with the
+active remover and paste the transformed object with soft edges. Replace and add need a generator backend.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
+import numpy as np
 from pydantic import BaseModel, Field
 from langchain_core.tools import StructuredTool, ToolException
 
-from cielr_agent.masks import composite, feather
+from cielr_agent.actions import Position, Side
+from cielr_agent.masks import box_of, composite, dilate, feather, solid
+from cielr_agent.ssr import RLEMask, SceneObject
 
+from . import transform
 from .perception import ObjectArgs
-from .workspace import Workspace
+from .workspace import OCCLUDER_MARGIN, Workspace
+
+MIN_ADD_SIZE = 8  # px: the smallest box an object can be added in
 
 
 class RemoveArgs(ObjectArgs):
@@ -20,29 +33,182 @@ class RecolorArgs(ObjectArgs):
 
 
 class ReplaceArgs(ObjectArgs):
-    prompt: str = Field(description="what should stand where the object is")
+    prompt: str = Field(description="what should stand where the object is, e.g. 'a red vintage car'")
+
+
+class PlacementArgs(BaseModel):
+    position: Position | None = Field(None, description="a place in the image, e.g. 'left' or 'bottom-right'")
+    anchor_id: int | None = Field(None, description="a scene object to place it beside")
+    side: Side | None = Field(None, description="with anchor_id: which side of that object (default right)")
+    dx: float = Field(0.0, description="extra horizontal shift in pixels (positive = right)")
+    dy: float = Field(0.0, description="extra vertical shift in pixels (positive = down)")
 
 
 class AddArgs(BaseModel):
-    prompt: str = Field(description="what to add")
+    prompt: str = Field(description="what to add, e.g. 'a small brown dog'")
     box: list[float] | None = Field(None, min_length=4, max_length=4, description="where: [x0, y0, x1, y1] in pixels")
-    anchor_id: int | None = Field(None, description="a scene object the new one is placed relative to")
+    anchor_id: int | None = Field(None, description="without a box: a scene object to place the new one beside")
+    side: Side | None = Field(None, description="with anchor_id: which side of that object (default right)")
 
 
-class MoveArgs(ObjectArgs):
-    dx: float = Field(0.0, description="horizontal shift in pixels (positive = right)")
-    dy: float = Field(0.0, description="vertical shift in pixels (positive = down)")
+class MoveArgs(ObjectArgs, PlacementArgs):
+    pass
+
+
+class DuplicateArgs(ObjectArgs, PlacementArgs):
+    pass
 
 
 class ResizeArgs(ObjectArgs):
-    scale: float = Field(gt=0.0, description="scale factor, e.g. 1.5 for 50% larger")
+    scale: float = Field(gt=0.0, le=8.0, description="scale factor about the object's base, e.g. 1.5 = 50% larger")
 
 
-def _needs_generative_backend(action: str) -> ToolException:
+class FlipArgs(ObjectArgs):
+    axis: Literal["horizontal", "vertical"] = Field("horizontal", description="horizontal mirrors left-right")
+
+
+def _needs_generator(action: str) -> ToolException:
     return ToolException(
-        f"'{action}' needs a generative (inpainting) backend, which is not available in the embedded profile; "
-        "express the edit as remove or recolor, or use a profile with a diffusion backend (not shipped yet)"
+        f"'{action}' needs a generative (inpainting) backend, which the embedded profile does not have; "
+        "express the edit as remove/recolor/move/resize/flip/duplicate, or use a profile with "
+        "generator = \"sd-inpaint\" (README: Using full models)"
     )
+
+
+def _label_from_prompt(prompt: str) -> str:
+    words = prompt.strip().rstrip(".").split()
+    if words and words[0].lower() in ("a", "an", "the", "some"):
+        words = words[1:]
+    return " ".join(words).lower() or prompt.strip()
+
+
+class _Editor:
+    """The editing operations on one workspace; the tools below are thin typed wrappers around it."""
+
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+
+    def target(self, object_id: int) -> SceneObject:
+        try:
+            return self.ws.scene.get(object_id)
+        except KeyError as exc:
+            raise ToolException(str(exc)) from None
+
+    def visible_mask(self, object_id: int) -> np.ndarray:
+        try:
+            return self.ws.mask(object_id)
+        except (KeyError, ValueError) as exc:
+            raise ToolException(str(exc)) from None
+
+    def region(self, object_id: int, grow: int | None = None) -> np.ndarray:
+        try:
+            return self.ws.edit_mask(object_id, grow=grow)
+        except (KeyError, ValueError) as exc:
+            raise ToolException(str(exc)) from None
+
+    def fill(self, region: np.ndarray) -> np.ndarray:
+        """The current image with `region` filled by the active remover (pixels outside it untouched)."""
+        filled = self.ws.backends.remover.remove(self.ws.image, region)
+        return composite(self.ws.image, filled, region.astype(np.float32))
+
+    def offset(self, obj: SceneObject, position, anchor_id, side, dx: float, dy: float) -> tuple[float, float]:
+        """The shift that places `obj` as asked: a named position, then beside an anchor, then (dx, dy)."""
+        ox = oy = 0.0
+        if position is not None:
+            px, py = transform.position_offset(obj.box, self.ws.scene.width, self.ws.scene.height, position)
+            ox, oy = ox + px, oy + py
+        if anchor_id is not None:
+            if anchor_id == obj.id:
+                raise ToolException("an object cannot be placed beside itself; name another anchor_id")
+            anchor = self.target(anchor_id)
+            box = tuple(v + d for v, d in zip(obj.box, (ox, oy, ox, oy)))
+            ax, ay = transform.beside_offset(box, anchor.box, side or "right")
+            ox, oy = ox + ax, oy + ay
+        return ox + dx, oy + dy
+
+    def paste(self, obj: SceneObject, matrix: np.ndarray, keep_original: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Cut `obj`, fill its hole (unless kept), paste it through `matrix`; returns (image, new mask).
+
+        Objects that were in front of it stay in front: their pixels are never covered.
+        """
+        ws = self.ws
+        self.visible_mask(obj.id)
+        mask = ws.whole_mask(obj.id)
+        for occ in ws.occluders(obj.id):
+            mask &= ~ws.mask(occ.id)
+        alpha = feather(mask, 1)  # half-transparent on the mask's edge: no halo, no lost rim
+        pixels, moved = transform.warp(ws.image, alpha, matrix)
+        _, hard = transform.warp(ws.image, mask.astype(np.float32), matrix)
+        new_mask = hard >= 0.5
+        for occ in ws.occluders(obj.id):
+            keep = dilate(solid(ws.mask(occ.id)), OCCLUDER_MARGIN)
+            moved[keep] = 0.0
+            new_mask &= ~keep
+        if not new_mask.any():
+            raise ToolException(f"#{obj.id} {obj.label} would end up outside the image; choose another placement")
+        background = ws.image if keep_original else self.fill(ws.edit_mask(obj.id, whole=True))
+        return composite(background, pixels, moved), new_mask
+
+    def placed_object(self, obj: SceneObject, oid: int, image: np.ndarray, mask: np.ndarray,
+                      source: str) -> SceneObject:
+        box = tuple(float(v) for v in box_of(mask))
+        x0, y0, x1, y1 = box
+        box = (x0, y0, x1 + 1, y1 + 1)
+        attrs = {**obj.attributes, **self.ws.backends.describer.describe(image, mask, box),
+                 "area_fraction": round(float(mask.mean()), 4)}
+        return obj.model_copy(update={"id": oid, "box": box, "mask": RLEMask.from_array(mask), "attributes": attrs,
+                                      "source": source or obj.source})
+
+    def transform_object(self, object_id: int, matrix: np.ndarray, tool: str, verb: str,
+                         keep_original: bool = False) -> str:
+        """Carry out a geometric edit and record it in the SSR (a new object for a duplicate)."""
+        ws = self.ws
+        obj = self.target(object_id)
+        before = ws.changed_pixels()
+        image, mask = self.paste(obj, matrix, keep_original)
+        if keep_original:
+            new = self.placed_object(obj, ws.scene.next_id(), image, mask, source=f"duplicate of #{obj.id}")
+            ws.image = image
+            ws.scene = ws.scene.apply(f"{verb} #{object_id}", tool, add=[new],
+                                      changes=[f"#{new.id} {new.label} is a copy of #{object_id}"])
+            ws.set_mask(new.id, mask)
+            done = f"duplicated #{object_id} {obj.label} as #{new.id}"
+        else:
+            new = self.placed_object(obj, obj.id, image, mask, source=obj.source)
+            ws.image = image
+            ws.scene = ws.scene.apply(f"{verb} #{object_id}", tool, modify=[new],
+                                      changes=[f"{verb} #{object_id} {obj.label}: box now "
+                                               f"[{', '.join(str(round(v)) for v in new.box)}]"])
+            ws.set_mask(obj.id, mask)
+            done = f"{verb} #{object_id} {obj.label}"
+        box = ", ".join(str(round(v)) for v in new.box)
+        return f"{done}: box [{box}], {ws.changed_pixels() - before} px changed"
+
+    def generator(self, action: str):
+        if self.ws.backends.generator is None:
+            raise _needs_generator(action)
+        return self.ws.backends.generator
+
+    def generate(self, region: np.ndarray, prompt: str, action: str) -> np.ndarray:
+        """The current image with `region` regenerated to show `prompt`; nothing outside `region` changes."""
+        out = self.generator(action).inpaint(self.ws.image, region, prompt)
+        return composite(self.ws.image, out, region.astype(np.float32))
+
+    def add_box(self, box, anchor_id, side) -> tuple[float, float, float, float]:
+        w, h = self.ws.scene.width, self.ws.scene.height
+        if box is None:
+            if anchor_id is None:
+                raise ToolException("add needs a box [x0, y0, x1, y1] or an anchor_id to place the object beside")
+            anchor = self.target(anchor_id)
+            dx, dy = transform.beside_offset(anchor.box, anchor.box, side or "right")
+            box = [anchor.box[0] + dx, anchor.box[1] + dy, anchor.box[2] + dx, anchor.box[3] + dy]
+        x0, y0, x1, y1 = (float(v) for v in box)
+        x0, x1 = sorted((max(0.0, min(w, x0)), max(0.0, min(w, x1))))
+        y0, y1 = sorted((max(0.0, min(h, y0)), max(0.0, min(h, y1))))
+        if x1 - x0 < MIN_ADD_SIZE or y1 - y0 < MIN_ADD_SIZE:
+            raise ToolException(f"the box {list(box)} leaves less than {MIN_ADD_SIZE} px inside the {w}x{h} image; "
+                                "give a box inside the image")
+        return x0, y0, x1, y1
 
 
 def editing_tools(ws: Workspace, handle_errors: bool = True) -> list[StructuredTool]:
@@ -50,18 +216,15 @@ def editing_tools(ws: Workspace, handle_errors: bool = True) -> list[StructuredT
 
     With `handle_errors` a ToolException becomes the tool's answer (what agents need); otherwise it raises.
     """
+    ed = _Editor(ws)
 
     def remove_object(object_id: int, grow: int | None = None) -> str:
         """Erase an object from the image and fill its place with the surrounding background.
         Objects in front of it keep their pixels."""
-        try:
-            obj = ws.scene.get(object_id)
-            region = ws.edit_mask(object_id, grow=grow)
-        except (KeyError, ValueError) as exc:
-            raise ToolException(str(exc)) from None
+        obj = ed.target(object_id)
+        region = ed.region(object_id, grow)
         before = ws.changed_pixels()
-        filled = ws.backends.remover.remove(ws.image, region)
-        ws.image = composite(ws.image, filled, region.astype("float32"))
+        ws.image = ed.fill(region)
         ws.scene = ws.scene.apply(f"remove #{object_id}", "remove_object", remove=[object_id],
                                   changes=[f"removed #{object_id} {obj.label}"])
         ws.forget_mask(object_id)
@@ -69,11 +232,8 @@ def editing_tools(ws: Workspace, handle_errors: bool = True) -> list[StructuredT
 
     def recolor_object(object_id: int, color: str) -> str:
         """Change the colour of an object, keeping its texture and shading."""
-        try:
-            obj = ws.scene.get(object_id)
-            region = ws.edit_mask(object_id, grow=0)
-        except (KeyError, ValueError) as exc:
-            raise ToolException(str(exc)) from None
+        obj = ed.target(object_id)
+        region = ed.region(object_id, 0)
         alpha = feather(region, ws.config.feather) * region
         try:
             recolored = ws.backends.recolorer.recolor(ws.image, alpha, color)
@@ -87,20 +247,68 @@ def editing_tools(ws: Workspace, handle_errors: bool = True) -> list[StructuredT
         return f"recolored #{object_id} {obj.label} to {color}: {ws.changed_pixels() - before} px changed"
 
     def replace_object(object_id: int, prompt: str) -> str:
-        """Replace an object with something else described by the prompt."""
-        raise _needs_generative_backend("replace")
+        """Replace an object with something else described by the prompt (needs a generative backend)."""
+        obj = ed.target(object_id)
+        ed.generator("replace")
+        region = ed.region(object_id)
+        before = ws.changed_pixels()
+        ws.image = ed.generate(region, prompt, "replace")
+        x0, y0, x1, y1 = box_of(region)
+        new = obj.model_copy(update={"label": _label_from_prompt(prompt), "box": (x0, y0, x1 + 1, y1 + 1),
+                                     "mask": None, "score": 1.0, "source": f"generator:{ws.config.generator}",
+                                     "attributes": {"generated from": prompt}})
+        ws.scene = ws.scene.apply(f"replace #{object_id} with {prompt}", "replace_object", modify=[new],
+                                  changes=[f"#{object_id} {obj.label} replaced by {prompt}"])
+        ws.forget_mask(object_id)
+        return f"replaced #{object_id} {obj.label} with {prompt}: {ws.changed_pixels() - before} px changed"
 
-    def add_object(prompt: str, box: list[float] | None = None, anchor_id: int | None = None) -> str:
-        """Add a new object described by the prompt at the given box."""
-        raise _needs_generative_backend("add")
+    def add_object(prompt: str, box: list[float] | None = None, anchor_id: int | None = None,
+                   side: Side | None = None) -> str:
+        """Add a new object described by the prompt inside a box (pixels) or beside an existing object
+        (needs a generative backend)."""
+        ed.generator("add")
+        x0, y0, x1, y1 = ed.add_box(box, anchor_id, side)
+        region = np.zeros(ws.image.shape[:2], bool)
+        region[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = True
+        before = ws.changed_pixels()
+        ws.image = ed.generate(region, prompt, "add")
+        new = SceneObject(id=ws.scene.next_id(), label=_label_from_prompt(prompt), score=1.0, box=(x0, y0, x1, y1),
+                          attributes={"generated from": prompt}, source=f"generator:{ws.config.generator}")
+        ws.scene = ws.scene.apply(f"add {prompt}", "add_object", add=[new], changes=[f"added #{new.id} {prompt}"])
+        return (f"added #{new.id} {new.label} in [{round(x0)}, {round(y0)}, {round(x1)}, {round(y1)}]: "
+                f"{ws.changed_pixels() - before} px changed")
 
-    def move_object(object_id: int, dx: float = 0.0, dy: float = 0.0) -> str:
-        """Move an object by (dx, dy) pixels, filling the place it leaves."""
-        raise _needs_generative_backend("move")
+    def move_object(object_id: int, position: Position | None = None, anchor_id: int | None = None,
+                    side: Side | None = None, dx: float = 0.0, dy: float = 0.0) -> str:
+        """Move an object to a place in the image, beside another object, or by (dx, dy) pixels; the place it
+        leaves is filled with background."""
+        obj = ed.target(object_id)
+        ox, oy = ed.offset(obj, position, anchor_id, side, dx, dy)
+        if abs(ox) < 0.5 and abs(oy) < 0.5:
+            raise ToolException(f"#{object_id} {obj.label} is already there; give a position, an anchor_id or dx/dy")
+        return ed.transform_object(object_id, transform.translation(ox, oy), "move_object", "moved")
 
     def resize_object(object_id: int, scale: float) -> str:
-        """Scale an object about its base."""
-        raise _needs_generative_backend("resize")
+        """Scale an object about its base (it keeps standing where it stands); the uncovered place is filled."""
+        matrix = transform.scaling_about_base(ed.target(object_id).box, scale)
+        return ed.transform_object(object_id, matrix, "resize_object", "resized")
+
+    def flip_object(object_id: int, axis: Literal["horizontal", "vertical"] = "horizontal") -> str:
+        """Mirror an object in place (horizontal: it faces the other way)."""
+        return ed.transform_object(object_id, transform.mirror(ed.target(object_id).box, axis), "flip_object",
+                                   "flipped")
+
+    def duplicate_object(object_id: int, position: Position | None = None, anchor_id: int | None = None,
+                         side: Side | None = None, dx: float = 0.0, dy: float = 0.0) -> str:
+        """Paste a copy of an object at a place, beside an object, or shifted by (dx, dy); default: beside
+        itself, on whichever side has room."""
+        obj = ed.target(object_id)
+        ox, oy = ed.offset(obj, position, anchor_id, side, dx, dy)
+        if abs(ox) < 0.5 and abs(oy) < 0.5:
+            room_right = ws.scene.width - obj.box[2] >= obj.box[2] - obj.box[0]
+            ox, oy = transform.beside_offset(obj.box, obj.box, "right" if room_right else "left")
+        return ed.transform_object(object_id, transform.translation(ox, oy), "duplicate_object", "duplicated",
+                                   keep_original=True)
 
     specs = [
         (remove_object, RemoveArgs),
@@ -109,6 +317,8 @@ def editing_tools(ws: Workspace, handle_errors: bool = True) -> list[StructuredT
         (add_object, AddArgs),
         (move_object, MoveArgs),
         (resize_object, ResizeArgs),
+        (flip_object, FlipArgs),
+        (duplicate_object, DuplicateArgs),
     ]
     return [StructuredTool.from_function(func=f, name=f.__name__, description=f.__doc__.strip(), args_schema=a,
                                          handle_tool_error=handle_errors)

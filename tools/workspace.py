@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ class Workspace:
         self.image = image.copy()
         self.scene = SceneGraph(width=image.shape[1], height=image.shape[0])
         self._masks: dict[int, np.ndarray] = {}
+        self._nearness: tuple[bytes, np.ndarray] | None = None
 
     @classmethod
     def open(cls, path: str | Path, config: AgentConfig | None = None, backends: Backends | None = None) -> Workspace:
@@ -70,7 +72,16 @@ class Workspace:
         box_mask = self._box_mask(det.box)
         attrs = self.backends.describer.describe(self.image, box_mask, det.box)
         return SceneObject(id=oid, label=det.label, score=round(det.score, 3), box=det.box, attributes=attrs,
-                           source=source)
+                           nearness=self.nearness_of(box_mask), source=source)
+
+    def nearness_of(self, mask: np.ndarray) -> float | None:
+        """Median depth-model nearness over `mask` (1 = closest), or None without a depth backend."""
+        if self.backends.depth is None or not mask.any():
+            return None
+        key = hashlib.blake2b(self.image.tobytes(), digest_size=16).digest()
+        if self._nearness is None or self._nearness[0] != key:
+            self._nearness = (key, self.backends.depth.nearness(self.image))
+        return round(float(np.median(self._nearness[1][mask])), 3)
 
     def _box_mask(self, box) -> np.ndarray:
         """The central part of a box, a cheap stand-in mask for attributes before segmentation."""
@@ -109,7 +120,7 @@ class Workspace:
             m = self.backends.segmenter.segment_box(self.image, obj.box, exclude)
             if not m.any():
                 raise ValueError(f"segmentation of #{obj.id} {obj.label} found no pixels inside its box")
-            updated = obj.model_copy(update={"mask": RLEMask.from_array(m),
+            updated = obj.model_copy(update={"mask": RLEMask.from_array(m), "nearness": self.nearness_of(m),
                                              "attributes": {**obj.attributes,
                                                             "area_fraction": round(float(m.mean()), 4)}})
             self.scene = self.scene.apply(f"segment #{obj.id}", "segment_object", modify=[updated],
@@ -122,13 +133,26 @@ class Workspace:
         target = self.scene.get(object_id)
         return [o for o in self.scene.objects if o.id != object_id and in_front(o, target)]
 
-    def edit_mask(self, object_id: int, grow: int | None = None) -> np.ndarray:
-        """Pixels an edit of the object may change: its mask, grown, minus the masks of its occluders."""
+    def edit_mask(self, object_id: int, grow: int | None = None, whole: bool = False) -> np.ndarray:
+        """Pixels an edit of the object may change: its mask (`whole`: with gaps and holes closed), grown, minus
+        the masks of its occluders."""
         grow = self.config.mask_dilation if grow is None else grow
-        region = dilate(self.mask(object_id), grow)
+        region = dilate(self.whole_mask(object_id) if whole else self.mask(object_id), grow)
         for occ in self.occluders(object_id):
             region &= ~dilate(solid(self.mask(occ.id)), OCCLUDER_MARGIN)
         return region
+
+    def whole_mask(self, object_id: int) -> np.ndarray:
+        """The object as one solid shape (holes and narrow gaps closed, within its box): what a cut-out moves."""
+        m = solid(self.mask(object_id))
+        x0, y0, x1, y1 = self.scene.get(object_id).box
+        inside = np.zeros_like(m)
+        inside[max(0, int(y0)):int(np.ceil(y1)) + 1, max(0, int(x0)):int(np.ceil(x1)) + 1] = True
+        return m & (inside | self.mask(object_id))
+
+    def set_mask(self, object_id: int, mask: np.ndarray) -> None:
+        """Record the object's mask after an edit moved or reshaped it."""
+        self._masks[object_id] = mask
 
     def forget_mask(self, object_id: int) -> None:
         self._masks.pop(object_id, None)
