@@ -53,8 +53,10 @@ def test_placement_maths():
     assert tf.position_offset(box, 200, 120, "left") == pytest.approx((4.0 - 40.0, 0.0))
     assert tf.position_offset(box, 200, 120, "bottom-right") == pytest.approx((196.0 - 60.0, 117.6 - 90.0))
     assert tf.position_offset(box, 200, 120, "center") == pytest.approx((50.0, 0.0))
-    # beside: right of the anchor with a 5 % gap, bottoms aligned
-    assert tf.beside_offset(box, (100.0, 50.0, 120.0, 100.0), "right") == pytest.approx((121.0 - 40.0, 10.0))
+    # beside: right of the anchor with a 5 % gap; its own height when it overlaps the anchor vertically,
+    # else on the anchor's ground line
+    assert tf.beside_offset(box, (100.0, 50.0, 120.0, 100.0), "right") == pytest.approx((121.0 - 40.0, 0.0))
+    assert tf.beside_offset(box, (100.0, 0.0, 120.0, 30.0), "left") == pytest.approx((99.0 - 60.0, -60.0))
     assert tf.beside_offset(box, (100.0, 50.0, 120.0, 100.0), "above") == pytest.approx((60.0, -40.0))
     # scaling about the base keeps the bottom-centre fixed; mirroring keeps the box
     m = tf.scaling_about_base(box, 2.0)

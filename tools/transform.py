@@ -40,15 +40,17 @@ def position_offset(box: Box, width: int, height: int, position: Position) -> tu
 
 
 def beside_offset(box: Box, anchor: Box, side: Side) -> tuple[float, float]:
-    """Shift that puts `box` next to `anchor`: left/right keep the anchor's ground line (bottoms aligned),
-    above/below centre it on the anchor."""
+    """Shift that puts `box` next to `anchor`. Left/right keep the object's own height in the picture when it
+    already overlaps the anchor vertically (it may stand nearer or farther), else put it on the anchor's ground
+    line (bottoms aligned); above/below centre it on the anchor."""
     x0, y0, x1, y1 = box
     a0, b0, a1, b1 = anchor
     w, h = x1 - x0, y1 - y0
+    dy = 0.0 if min(y1, b1) > max(y0, b0) else b1 - y1
     if side == "left":
-        return (a0 - GAP * w) - x1, b1 - y1
+        return (a0 - GAP * w) - x1, dy
     if side == "right":
-        return (a1 + GAP * w) - x0, b1 - y1
+        return (a1 + GAP * w) - x0, dy
     cx = (a0 + a1) / 2 - (x0 + x1) / 2
     if side == "above":
         return cx, b0 - y1
