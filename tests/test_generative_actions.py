@@ -111,3 +111,29 @@ def test_example_profiles_name_registered_backends(profile):
         assert name is None or name in available_backends(kind), (kind, name)
     assert set(config.backend_options) <= {getattr(config, k) for k in ("detector", "segmenter", "describer",
                                                                          "depth", "remover", "generator")}
+
+
+class DiscSegmenter(ExactBoxSegmenter):
+    """Box masks, and a disc of radius 6 around a clicked point."""
+
+    def segment_points(self, image, points, labels, box=None):
+        h, w = image.shape[:2]
+        yy, xx = np.mgrid[:h, :w]
+        (x, y), = points
+        return (xx - x) ** 2 + (yy - y) ** 2 <= 36
+
+
+def test_segment_at_point_adds_an_object_with_its_mask():
+    from cielr_agent.tools import perception_tools
+
+    ws, _ = scene()
+    tools = {t.name: t for t in perception_tools(ws, handle_errors=False)}
+    with pytest.raises(ToolException, match="point prompts"):
+        tools["segment_at_point"].invoke({"x": 50, "y": 70, "label": "knob"})
+    ws.backends.segmenter = DiscSegmenter()
+    note = tools["segment_at_point"].invoke({"x": 50, "y": 70, "label": "knob"})
+    knob = ws.scene.get(3)
+    assert knob.label == "knob" and knob.box == (44.0, 64.0, 57.0, 77.0) and "#3 knob" in note
+    assert ws.mask(3).sum() == knob.mask.area
+    with pytest.raises(ToolException, match="outside"):
+        tools["segment_at_point"].invoke({"x": 500, "y": 70, "label": "knob"})

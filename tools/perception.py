@@ -16,6 +16,12 @@ class ObjectArgs(BaseModel):
     object_id: int = Field(description="id of an object in the scene (the n in #n)")
 
 
+class PointArgs(BaseModel):
+    x: float = Field(description="horizontal pixel coordinate of a point on the object")
+    y: float = Field(description="vertical pixel coordinate of a point on the object")
+    label: str = Field(description="what the object is, e.g. 'vase'")
+
+
 class UpdateSceneArgs(BaseModel):
     object_id: int = Field(description="id of the object to change")
     label: str | None = Field(None, description="corrected label")
@@ -82,6 +88,23 @@ def perception_tools(ws: Workspace, handle_errors: bool = True) -> list[Structur
                                   changes=[f"attributes of #{object_id}: {attrs}"])
         return _line(updated)
 
+    def segment_at_point(x: float, y: float, label: str) -> str:
+        """Add the object under a clicked point to the scene, with its mask (needs a point-prompt segmenter
+        such as SAM)."""
+        segmenter = ws.backends.segmenter
+        if not hasattr(segmenter, "segment_points"):
+            raise ToolException(f"the segmenter '{ws.config.segmenter}' takes boxes only; point prompts need "
+                                "segmenter = \"sam\", \"sam-hf\" or \"sam2\"")
+        h, w = ws.image.shape[:2]
+        if not (0 <= x < w and 0 <= y < h):
+            raise ToolException(f"point ({x}, {y}) is outside the {w}x{h} image")
+        try:
+            obj = ws.add_segmented(label, segmenter.segment_points(ws.image, [(x, y)], [1]),
+                                   request=f"segment at ({round(x)}, {round(y)})")
+        except ValueError as exc:
+            raise ToolException(str(exc)) from None
+        return _line(obj)
+
     def update_scene(object_id: int, label: str | None = None, attributes: dict[str, str] | None = None,
                      remove: bool = False, reason: str = "") -> str:
         """Merge new evidence into the scene: relabel an object, set attributes, or drop a false detection."""
@@ -104,6 +127,7 @@ def perception_tools(ws: Workspace, handle_errors: bool = True) -> list[Structur
         (detect_objects, DetectArgs),
         (segment_object, ObjectArgs),
         (describe_object, ObjectArgs),
+        (segment_at_point, PointArgs),
         (update_scene, UpdateSceneArgs),
     ]
     return [StructuredTool.from_function(func=f, name=f.__name__, description=f.__doc__.strip(), args_schema=a,

@@ -106,6 +106,21 @@ class Workspace:
                                           changes=[f"added #{o.id} {o.label}" for o in added])
         return added
 
+    def add_segmented(self, label: str, mask: np.ndarray, request: str) -> SceneObject:
+        """Add an object known by its mask (e.g. from a click) to the SSR."""
+        if not mask.any():
+            raise ValueError(f"the segmenter found no {label} there")
+        ys, xs = np.nonzero(mask)
+        box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+        attrs = {**self.backends.describer.describe(self.image, mask, box),
+                 "area_fraction": round(float(mask.mean()), 4)}
+        obj = SceneObject(id=self.scene.next_id(), label=label, score=1.0, box=box, mask=RLEMask.from_array(mask),
+                          attributes=attrs, nearness=self.nearness_of(mask),
+                          source=f"segmenter:{self.config.segmenter}")
+        self.scene = self.scene.apply(request, "segment_at_point", add=[obj], changes=[f"added #{obj.id} {label}"])
+        self._masks[obj.id] = mask
+        return obj
+
     def mask(self, object_id: int) -> np.ndarray:
         """The object's visible full-image bool mask (occluders' pixels excluded), segmented on first use and
         recorded in the SSR."""
