@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from cielr_agent.errors import MissingWeightsError
 
@@ -64,3 +67,9 @@ def _is_module(obj: Any) -> bool:
     import torch
 
     return isinstance(obj, torch.nn.Module)
+
+
+def image_key(image: np.ndarray) -> str:
+    """A cheap identity of an image's pixels: shape, dtype and a hash of the bytes."""
+    data = np.ascontiguousarray(image)
+    return f"{data.shape}:{data.dtype}:{hashlib.blake2b(data.data, digest_size=16).hexdigest()}"
