@@ -194,6 +194,17 @@ class _Editor:
         out = self.generator(action).inpaint(self.ws.image, region, prompt)
         return composite(self.ws.image, out, region.astype(np.float32))
 
+    def free_side_offset(self, obj: SceneObject) -> float:
+        """Horizontal shift for a copy placed beside the object: to the right when it fits, else to the left,
+        else on the side with more room (overlapping the original)."""
+        room_left, room_right = obj.box[0], self.ws.scene.width - obj.box[2]
+        step = (obj.box[2] - obj.box[0]) * (1 + transform.GAP)
+        if max(room_left, room_right) < 1:
+            raise ToolException(f"#{obj.id} {obj.label} spans the whole image width; give a position or dx/dy")
+        if room_right >= step or (room_left < step and room_right >= room_left):
+            return min(step, room_right)
+        return -min(step, room_left)
+
     def add_box(self, box, anchor_id, side) -> tuple[float, float, float, float]:
         w, h = self.ws.scene.width, self.ws.scene.height
         if box is None:
@@ -305,8 +316,7 @@ def editing_tools(ws: Workspace, handle_errors: bool = True) -> list[StructuredT
         obj = ed.target(object_id)
         ox, oy = ed.offset(obj, position, anchor_id, side, dx, dy)
         if abs(ox) < 0.5 and abs(oy) < 0.5:
-            room_right = ws.scene.width - obj.box[2] >= obj.box[2] - obj.box[0]
-            ox, oy = transform.beside_offset(obj.box, obj.box, "right" if room_right else "left")
+            ox = ed.free_side_offset(obj)
         return ed.transform_object(object_id, transform.translation(ox, oy), "duplicate_object", "duplicated",
                                    keep_original=True)
 
