@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_cmd_scene)
 
-    ev = sub.add_parser("eval", help="run a benchmark suite (resumable) and write report.md, summary.json, gallery.html")
+    ev = sub.add_parser("eval", help="run a benchmark suite (resumable): report.md, summary.json, gallery.html")
     from cielr_agent.evals.runner import add_arguments as add_eval_arguments
 
     add_eval_arguments(ev)
@@ -139,14 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .errors import EditError, InstructionError, MissingWeightsError
+    from .errors import EditError, InstructionError, MissingDependencyError, MissingWeightsError
     from .imaging import ImageInputError
     from .llm import LLMOutputError
 
     try:
         return args.func(args)
     except (AssetError, EditError, InstructionError, ImageInputError, LLMOutputError, MissingWeightsError,
-            FileNotFoundError, ValueError) as exc:
+            MissingDependencyError, FileNotFoundError, ValueError) as exc:
         _stderr(f"error: {exc}")
         return _EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -17,3 +17,7 @@ class InstructionError(ValueError):
 
 class MissingWeightsError(RuntimeError):
     """Model weights are not on this machine (a local folder or the local hub cache)."""
+
+
+class MissingDependencyError(RuntimeError):
+    """An optional package a backend needs is not installed, or cannot run next to this environment."""
