@@ -15,7 +15,7 @@ from langchain_core.tools import StructuredTool, ToolException
 
 from cielr_agent.actions import Position, Side
 from cielr_agent.masks import box_of, composite, dilate, feather, solid
-from cielr_agent.ssr import RLEMask, SceneObject
+from cielr_agent.ssr import RLEMask, SceneObject, in_front
 
 from . import transform
 from .perception import ObjectArgs
@@ -129,7 +129,7 @@ class _Editor:
     def paste(self, obj: SceneObject, matrix: np.ndarray, keep_original: bool) -> tuple[np.ndarray, np.ndarray]:
         """Cut `obj`, fill its hole (unless kept), paste it through `matrix`; returns (image, new mask).
 
-        Objects that were in front of it stay in front: their pixels are never covered.
+        Objects in front of its new place (depth, else the ground-plane cue) keep their pixels.
         """
         ws = self.ws
         self.visible_mask(obj.id)
@@ -140,10 +140,12 @@ class _Editor:
         pixels, moved = transform.warp(ws.image, alpha, matrix)
         _, hard = transform.warp(ws.image, mask.astype(np.float32), matrix)
         new_mask = hard >= 0.5
-        for occ in ws.occluders(obj.id):
-            keep = dilate(solid(ws.mask(occ.id)), OCCLUDER_MARGIN)
-            moved[keep] = 0.0
-            new_mask &= ~keep
+        placed = obj.model_copy(update={"box": transform.map_box(obj.box, matrix)})
+        for other in ws.scene.objects:  # objects in front of the new place stay in front
+            if other.id != obj.id and in_front(other, placed):
+                keep = dilate(solid(ws.mask(other.id)), OCCLUDER_MARGIN)
+                moved[keep] = 0.0
+                new_mask &= ~keep
         if not new_mask.any():
             raise ToolException(f"#{obj.id} {obj.label} would end up outside the image; choose another placement")
         background = ws.image if keep_original else self.fill(ws.edit_mask(obj.id, whole=True))
