@@ -1,22 +1,28 @@
-"""Target accuracy on the project's implicit-instruction cases (`evals/cases/reasoning_local.jsonl`).
+"""reasoning-local: the project's implicit instructions (evals/cases/reasoning_local.jsonl) edited for real.
 
-    python -m cielr_agent.evals.reasoning_local [--data ../shared/data] [--llm embedded] [--limit N] [--out F.jsonl]
-
-Each case is planned (dry run: perception + reasoning + plan, no pixels written); a case counts as correct when
-the first planned action has the expected type and its target has the expected label (and, for recolor, the
-expected colour). Per-case errors are recorded and never stop the run.
+Each case names an image in the shared data folder, an implicit instruction, and the expected action and COCO
+label of its target. The edit is executed. Target accuracy: the first planned action has the expected type and
+its target the expected label (or the detector gave the chosen object that label as an alternative), and, for
+recolor, the expected colour. Background preservation: PSNR/SSIM with the changed region zeroed (∞/1 by
+construction: pixels outside the edited objects are copied back), PSNR/SSIM outside the target's own mask as
+segmented on the input (finite: the edit region is the mask grown, and the fill spills over), and the fraction
+of pixels changed.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import math
 import statistics
-import sys
-import time
 from pathlib import Path
 
+from .harness import run_edit
+from .metrics import changed_fraction, cost, outside, percentile
+from .report import table
+
 CASES = Path(__file__).parent / "cases" / "reasoning_local.jsonl"
+NEEDS_LLM = True
+GALLERY_FIELDS = ("correct", "predicted_action", "predicted_label", "psnr_outside_target", "changed_fraction")
 
 
 def load_cases(path: Path = CASES) -> list[dict]:
@@ -40,61 +46,123 @@ def score_case(case: dict, summary: dict, alternatives: tuple[str, ...] = ()) ->
             "predicted_action": first.get("type")}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from cielr_agent import edit
-    from cielr_agent.llm import make_chat_model
+def cases(ctx) -> list[dict]:
+    return load_cases()[: ctx.limit]
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-    p.add_argument("--llm", default="embedded")
-    p.add_argument("--prompt-set", default="v1")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--out", default="reasoning_local_results.jsonl")
-    args = p.parse_args(argv)
 
-    cases = load_cases()[: args.limit]
-    model = make_chat_model(args.llm)
-    rows = []
-    with open(args.out, "w", encoding="utf-8") as out:
-        for i, case in enumerate(cases, 1):
-            t0 = time.perf_counter()
-            try:
-                result = edit(Path(args.data) / case["image"], case["instruction"], llm=model, dry_run=True,
-                              prompt_set=args.prompt_set)
-                first = result.plan.actions[0] if result.plan.actions else None
-                target = getattr(first, "target", None)
-                alternatives = ()
-                scene = result.scenes[1] if len(result.scenes) > 1 else result.scenes[0]  # as planned
-                if target is not None and scene.has(target):
-                    alternatives = tuple(scene.get(target).alternatives)
-                row = {**case, **score_case(case, result.summary_json(), alternatives),
-                       "rationale": result.plan.rationale, "alternatives": list(alternatives),
-                       "llm_calls": len(result.llm_calls),
-                       "detected": [o.label for o in scene.objects]}
-            except Exception as exc:  # one failing case never stops the run
-                row = {**case, "correct": False, "error": f"{type(exc).__name__}: {exc}"}
-            row["seconds"] = round(time.perf_counter() - t0, 2)
-            rows.append(row)
-            out.write(json.dumps(row) + "\n")
-            out.flush()
-            mark = "ok " if row["correct"] else "BAD"
-            print(f"[{i}/{len(cases)}] {mark} {case['id']}: {row.get('predicted_action')} "
-                  f"{row.get('predicted_label')} (want {case['action']} {case['target_label']}) "
-                  f"{row['seconds']} s {row.get('error', '')}", file=sys.stderr, flush=True)
+def run_case(case: dict, ctx) -> dict:
+    outcome = run_edit(ctx, ctx.data / case["image"], case["instruction"])
+    row: dict = {"plan": outcome.plan_summary()}
+    if outcome.result is None:  # no plan, or a plan the profile cannot execute: wrong by definition
+        attempted = [m.split(" ", 1)[0].removesuffix("_object") for m in row["plan"].get("attempted", [])]
+        row.update(status="failed", failure=outcome.failure, correct=False, action_ok=False, target_ok=False,
+                   predicted_action=attempted[0] if attempted else None)
+        return row
+    result = outcome.result
+    target = outcome.target()
+    alternatives = tuple(target.alternatives) if target else ()
+    scene = result.scenes[1] if len(result.scenes) > 1 else result.scenes[0]
+    row.update(score_case(case, result.summary_json(), alternatives), status=result.status,
+               alternatives=list(alternatives),
+               detected=sorted({label for o in scene.objects for label in (o.label, *o.alternatives)}), **cost(result))
+    row["changed_fraction"] = changed_fraction(outcome.source, outcome.output)
+    region = outcome.edited_region()
+    if region.any():
+        bg = outside(outcome.source, outcome.output, region)
+        row.update(psnr_outside_edit=bg["psnr"], ssim_outside_edit=bg["ssim"])
+    mask = outcome.target_mask(ctx)
+    if mask is not None:
+        bg = outside(outcome.source, outcome.output, mask)
+        row.update(psnr_outside_target=bg["psnr"], ssim_outside_target=bg["ssim"],
+                   changed_outside_target=changed_fraction(outcome.source, outcome.output, ~mask),
+                   target_area=float(mask.mean()))
+    row["gallery"] = ctx.save_gallery(case["id"], input=outcome.source, overlay=outcome.overlay(),
+                                      output=outcome.output)
+    return row
+
+
+def _rate(rows: list[dict], key: str = "correct") -> dict:
     n = len(rows)
-    correct = sum(r["correct"] for r in rows)
+    return {"cases": n, "correct": sum(bool(r.get(key)) for r in rows),
+            "accuracy": round(sum(bool(r.get(key)) for r in rows) / n, 3) if n else None}
+
+
+def _stats(values: list[float]) -> dict:
+    finite = [v for v in values if math.isfinite(v)]
+    return {"n": len(values), "infinite": len(values) - len(finite),
+            "median": statistics.median(values) if values else None,
+            "mean_finite": round(statistics.fmean(finite), 3) if finite else None,
+            "min": min(values) if values else None}
+
+
+def summarize(rows: list[dict], ctx) -> dict:
     detectable = [r for r in rows if r["target_label"] in r.get("detected", [])]
-    print(json.dumps({
-        "cases": n,
-        "accuracy": round(correct / n, 3) if n else None,
-        "accuracy_when_target_detected": round(sum(r["correct"] for r in detectable) / len(detectable), 3)
-        if detectable else None,
-        "target_detected": len(detectable),
-        "errors": sum("error" in r for r in rows),
-        "median_seconds": statistics.median(r["seconds"] for r in rows) if rows else None,
-    }, indent=2))
-    return 0
+    executed = [r for r in rows if "changed_fraction" in r]
+
+    def col(key: str) -> list[float]:
+        return [r[key] for r in executed if key in r]
+
+    totals = [r["timings"]["total"] for r in executed]
+    overall = _rate(rows)
+    # strict: the chosen object's own label must be the expected one ("could also be" labels do not count)
+    strict = _rate([{"correct": r.get("correct") and r.get("predicted_label") == r["target_label"]} for r in rows])
+    background = {k: _stats(col(k)) for k in ("psnr_outside_edit", "ssim_outside_edit", "psnr_outside_target",
+                                              "ssim_outside_target", "changed_fraction", "changed_outside_target")}
+    return {
+        "overall": overall,
+        "strict": strict,
+        "action_accuracy": _rate(rows, "action_ok")["accuracy"],
+        "target_accuracy": _rate(rows, "target_ok")["accuracy"],
+        "when_target_detected": _rate(detectable),
+        "by_action": {a: _rate([r for r in rows if r["action"] == a]) for a in ("remove", "recolor")},
+        "by_difficulty": {d: _rate([r for r in rows if r.get("difficulty") == d])
+                          for d in sorted({r.get("difficulty") for r in rows if r.get("difficulty")})},
+        "failed": {"count": sum(r.get("status") == "failed" for r in rows),
+                   "reasons": sorted({r["failure"].split(":", 1)[0] for r in rows if r.get("failure")})},
+        "background": background,
+        "cost": {"median_total_s": statistics.median(totals) if totals else None, "p90_total_s": percentile(totals, 90),
+                 "median_llm_s": statistics.median(r["timings"]["llm"] for r in executed) if executed else None,
+                 "llm_calls_mean": round(statistics.fmean(r["llm_calls"] for r in executed), 2) if executed else None,
+                 "input_tokens_mean": round(statistics.fmean(r["input_tokens"] for r in executed)) if executed else None,
+                 "output_tokens_mean": round(statistics.fmean(r["output_tokens"] for r in executed)) if executed else None,
+                 "peak_rss_mb": max((r["peak_rss_mb"] for r in executed if r.get("peak_rss_mb")), default=None)},
+        "headline": {"accuracy": overall["accuracy"], "strict_accuracy": strict["accuracy"],
+                     "accuracy_when_target_detected": _rate(detectable)["accuracy"],
+                     "psnr_outside_edit_min": background["psnr_outside_edit"]["min"],
+                     "psnr_outside_target_median": background["psnr_outside_target"]["median"],
+                     "changed_fraction_median": background["changed_fraction"]["median"],
+                     "median_total_s": statistics.median(totals) if totals else None},
+    }
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def markdown(summary: dict) -> str:
+    o, d, bg, c = summary["overall"], summary["when_target_detected"], summary["background"], summary["cost"]
+    st = summary["strict"]
+    acc = [["all", o["cases"], o["correct"], o["accuracy"]],
+           ["all, strict (the object's own label)", st["cases"], st["correct"], st["accuracy"]],
+           ["target detected", d["cases"], d["correct"], d["accuracy"]]]
+    acc += [[f"action {k}", v["cases"], v["correct"], v["accuracy"]] for k, v in summary["by_action"].items()]
+    acc += [[f"{k}", v["cases"], v["correct"], v["accuracy"]] for k, v in summary["by_difficulty"].items()]
+    return "\n".join([
+        "## Target accuracy\n",
+        "Correct = first planned action has the expected type, its target the expected COCO label (or the detector "
+        "gave that object the label as an alternative), and for recolor the expected colour. *Strict* does not "
+        "accept alternatives: where the detector lists the right label only as an alternative of another object "
+        "(e.g. a horse detected as \"sheep, could also be cow, horse or dog\"), choosing that object is not "
+        "counted.\n",
+        table(["subset", "cases", "correct", "accuracy"], acc),
+        f"Action type right: {summary['action_accuracy']}; target right: {summary['target_accuracy']}. "
+        f"Cases where the agent made no edit (no plan, or an action this profile cannot execute): "
+        f"{summary['failed']['count']} ({', '.join(summary['failed']['reasons']) or 'none'}).\n",
+        "## Background preservation (executed edits)\n",
+        "Native resolution, [0, 1] data. *Outside edit*: the pixels the actions changed are zeroed in both images "
+        "(∞ / 1 is the bit-exact guarantee). *Outside target*: the planned target's mask as segmented on the input "
+        "is zeroed (finite: the edit region is that mask grown by `mask_dilation`, and the fill may spill over).\n",
+        table(["metric", "cases", "infinite", "median", "mean of finite", "min"],
+              [[k, v["n"], v["infinite"], v["median"], v["mean_finite"], v["min"]] for k, v in bg.items()]),
+        "## Cost\n",
+        table(["median s / edit", "p90 s", "median LLM s", "LLM calls", "prompt tokens", "generated tokens",
+               "peak RSS (MB, process)"],
+              [[c["median_total_s"], c["p90_total_s"], c["median_llm_s"], c["llm_calls_mean"], c["input_tokens_mean"],
+                c["output_tokens_mean"], c["peak_rss_mb"]]]),
+    ])

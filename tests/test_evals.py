@@ -25,3 +25,16 @@ def test_scoring():
     # the right object under the detector's wrong label counts
     assert score_case(case, summary("recolor", "sheep", color="blue"), ("cow", "horse"))["target_ok"]
     assert not score_case(case, {"plan": {"actions": []}})["correct"]
+
+
+def test_summary_strict_accuracy_ignores_alternatives():
+    from cielr_agent.evals.reasoning_local import summarize
+
+    def row(label, correct, detected=("dog",)):
+        return {"id": label, "action": "remove", "target_label": "dog", "predicted_label": label, "correct": correct,
+                "action_ok": True, "target_ok": correct, "detected": list(detected), "difficulty": "implicit"}
+
+    s = summarize([row("dog", True), row("sheep", True), row("cat", False), row(None, False, ())], ctx=None)
+    assert s["overall"]["correct"] == 2 and s["strict"]["correct"] == 1
+    assert s["when_target_detected"] == {"cases": 3, "correct": 2, "accuracy": 0.667}
+    assert s["by_action"]["remove"]["accuracy"] == 0.5 and s["headline"]["strict_accuracy"] == 0.25

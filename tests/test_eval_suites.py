@@ -1,0 +1,268 @@
+"""The eval runner and suites with a scripted LLM and fake backends (the real stack: one slow smoke test)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from cielr_agent.actions import PlanDecision, PlannedStep, ReasonDecision
+from cielr_agent.evals import complexbench, reason_edit, runner
+from cielr_agent.evals.harness import EvalContext
+from cielr_agent.tools import register_backend
+from cielr_agent.tools.protocols import Detection
+from fakes import BoxSegmenter, FakeDetector, MeanFillRemover
+from scripted_model import ScriptedChatModel
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "reason_edit"
+SHARED = ROOT.parent / "shared" / "data"
+FAKE = {"detector": "fake", "segmenter": "fake", "remover": "fake"}
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="no shared data folder at ../shared/data")
+
+
+def plan_now():
+    return ReasonDecision(thought="the scene lists it", next="plan")
+
+
+def step(action, oid, **kw):
+    return PlanDecision(reason=f"{action} #{oid}", steps=[PlannedStep(action=action, object_id=oid, **kw)])
+
+
+@pytest.fixture
+def fake_backends():
+    """Fake detector (the same two objects in every image), box segmenter, mean-fill remover."""
+    det = FakeDetector([Detection("dog", 0.9, (20.0, 60.0, 110.0, 150.0)),
+                        Detection("bicycle", 0.8, (130.0, 40.0, 240.0, 160.0))], sticky=True)
+    register_backend("detector", "fake", lambda ctx: det)
+    register_backend("segmenter", "fake", lambda ctx: BoxSegmenter())
+    register_backend("remover", "fake", lambda ctx: MeanFillRemover())
+    return det
+
+
+def context(tmp_path, data, replies, limit=None) -> EvalContext:
+    return EvalContext(data=Path(data), out=tmp_path / "run", llm="scripted", model=ScriptedChatModel(replies),
+                       limit=limit, overrides=dict(FAKE))
+
+
+# ------------------------------------------------------------------------------------------------ reason-edit
+
+
+def test_reason_edit_loader_reads_the_layout():
+    cases = reason_edit.load_benchmark(FIXTURE)
+    assert [c["id"] for c in cases] == ["4-Color/001", "6-Reasoning/001", "6-Reasoning/002", "6-Reasoning/003"]
+    first = cases[1]
+    assert first["instruction"] == "Remove the vehicle in the picture that has no engine"
+    assert first["clip_text"] == "an empty porch" and first["mask"].endswith("6-Reasoning/001_mask.jpg")
+    assert [c["id"] for c in reason_edit.load_benchmark(FIXTURE / "4-Color")] == ["4-Color/001"]
+    assert reason_edit.parse_line("turn it blue\n") == ("turn it blue", None)
+
+
+def test_reason_edit_loader_rejects_unpaired_files(tmp_path):
+    folder = tmp_path / "6-Reasoning"
+    shutil.copytree(FIXTURE / "6-Reasoning", folder)
+    (folder / "003_mask.jpg").unlink()
+    with pytest.raises(ValueError, match="pair up"):
+        reason_edit.load_benchmark(tmp_path)
+    with pytest.raises(FileNotFoundError, match="subset folders"):
+        reason_edit.load_benchmark(tmp_path / "nothing")
+
+
+def test_reason_edit_run_end_to_end(tmp_path, fake_backends):
+    """Two cases: a recolor that runs, and a replace the profile cannot do (output = unchanged source)."""
+    replies = [plan_now(), step("recolor", 2, color="red"), plan_now(), step("replace", 1, prompt="a cat")]
+    ctx = context(tmp_path, FIXTURE, replies, limit=3)
+    ctx.limit = 2
+    summary = runner.run_suite("reason-edit", ctx, progress=False)
+    rows = runner.read_rows(ctx.out / runner.RESULTS)
+    color, bike = rows["4-Color/001"], rows["6-Reasoning/001"]
+    assert color["edited"] and color["status"] == "verified" and 0 < color["target_iou"] <= 1
+    assert 0 < color["psnr"] < math.inf and color["clip_score"] is None and "clip_score" in color["unavailable"]
+    assert (ctx.out / color["output"]).exists() and color["llm_calls"] == 2
+    assert not bike["edited"] and bike["failure"].startswith("EditError") and bike["psnr"] == math.inf
+    assert summary["finished"] == 2 and summary["errors"] == 0 and summary["edited_only"]["cases"] == 1
+    report = (ctx.out / "report.md").read_text()
+    assert "Reason-Edit protocol" in report and "edited only" in report
+    html = (ctx.out / "gallery.html").read_text()
+    for rel in color["gallery"].values():
+        assert rel in html and (ctx.out / rel).exists()
+    assert json.loads((ctx.out / "summary.json").read_text())["all_cases"]["psnr"] == "inf"
+
+
+# --------------------------------------------------------------------------------------------------- runner
+
+
+def fake_suite(fail_id: str):
+    def run_case(case, ctx):
+        if case["id"] == fail_id:
+            raise RuntimeError("boom")
+        return {"status": "ok", "value": case["n"] * 2}
+
+    return SimpleNamespace(__doc__="fake: a test suite.", NEEDS_LLM=False,
+                           cases=lambda ctx: [{"id": f"c{i}", "n": i} for i in range(3)][: ctx.limit],
+                           run_case=run_case, summarize=lambda rows, ctx: {"total": sum(r["value"] for r in rows)},
+                           markdown=lambda s: f"total {s['total']}\n")
+
+
+def test_runner_captures_errors_and_resumes(tmp_path, monkeypatch):
+    calls = []
+    suite = fake_suite("c1")
+    original = suite.run_case
+    suite.run_case = lambda case, ctx: calls.append(case["id"]) or original(case, ctx)
+    monkeypatch.setattr(runner, "load_suite", lambda name: suite)
+    ctx = EvalContext(data=tmp_path, out=tmp_path / "run", llm="none")
+    summary = runner.run_suite("fake", ctx, progress=False)
+    assert calls == ["c0", "c1", "c2"] and summary["errors"] == 1 and summary["total"] == 2 + 4 - 2
+    rows = runner.read_rows(ctx.out / runner.RESULTS)
+    assert rows["c1"]["error"] == "RuntimeError: boom" and "seconds" in rows["c0"]
+    assert "RuntimeError" in (ctx.out / "report.md").read_text()
+    runner.run_suite("fake", ctx, progress=False)  # finished cases are skipped, errors too
+    assert calls == ["c0", "c1", "c2"]
+    runner.run_suite("fake", ctx, progress=False, retry_errors=True)
+    assert calls == ["c0", "c1", "c2", "c1"]
+    other = EvalContext(data=tmp_path, out=ctx.out, llm="another-llm")
+    with pytest.raises(runner.EvalSetupError, match="other settings"):
+        runner.run_suite("fake", other, progress=False)
+    runner.run_suite("fake", other, progress=False, fresh=True)
+    assert len(runner.read_rows(ctx.out / runner.RESULTS)) == 3
+
+
+def test_cli_eval_reports_setup_errors(tmp_path, capsys):
+    from cielr_agent.cli import main
+
+    assert main(["eval", "reason-edit", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "-q"]) == 2
+    assert "Reason-Edit subset folders" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ complexbench-plan
+
+
+def test_complexbench_gold_steps_and_scene():
+    pairs = [{"edit_type": "change object", "ori obj": "sheep", "new_obj": "brown goat"},
+             {"edit_type": "chain two", "ori obj": "nothing", "new_obj": "bell"},
+             {"edit_type": "color", "ori obj": "bell", "new_obj": "nothing"}]
+    steps = complexbench.gold_steps(pairs)
+    assert steps[0]["action"] == "replace" and steps[1]["unsupported"] == "chain two"
+    assert steps[2]["unsupported"] == "on an object an earlier step creates"
+    assert complexbench.parse_object("far right cup") == ("cup", {"depth": "far", "x": 0.8, "y": 0.25})
+    case = {"id": "x/1", "steps": complexbench.gold_steps([
+        {"edit_type": "delete object", "ori obj": "left apple", "new_obj": "nothing"},
+        {"edit_type": "add object", "ori obj": "nothing", "new_obj": "pigeon"}])}
+    scene, ids = complexbench.build_scene(case)
+    apples = [o for o in scene.objects if o.label == "apple"]
+    assert ids == {"left apple": 1} and len(apples) == 2  # "left apple" implies another apple
+    assert scene.get(1).box[2] < apples[1].box[0]  # ... to its right
+    assert len(scene.objects) == 2 + complexbench.DISTRACTORS
+
+
+def test_complexbench_scoring_aligns_by_object():
+    case = {"id": "x/2", "steps": complexbench.gold_steps([
+        {"edit_type": "add object", "ori obj": "nothing", "new_obj": "pigeon"},
+        {"edit_type": "delete object", "ori obj": "cup", "new_obj": "nothing"},
+        {"edit_type": "change background", "ori obj": "nothing", "new_obj": "nothing"}])}
+    _, ids = complexbench.build_scene(case)
+    actions = [{"type": "remove", "target": ids["cup"]}, {"type": "replace", "target": 3, "prompt": "a park"},
+               {"type": "add", "prompt": "a grey pigeon", "anchor": 1}]
+    scored = complexbench.score(case["steps"], actions, ids)
+    assert [s["correct"] for s in scored] == [True, True, False]
+    assert scored[2]["predicted"]["type"] == "replace"  # the background step, planned as a replace
+
+
+def test_complexbench_plan_step_with_a_scripted_llm(tmp_path):
+    data = tmp_path / "data" / "complexbench_edit"
+    entry = {"img_path": "1.jpg", "new_ins": "delete the dog\r\nchange the color of the cat to blue\r\nadd a hat",
+             "edit pair": [{"edit_type": "delete object", "ori obj": "dog", "new_obj": "nothing"},
+                           {"edit_type": "color", "ori obj": "cat", "new_obj": "nothing"},
+                           {"edit_type": "add object", "ori obj": "nothing", "new_obj": "hat"}]}
+    for split in complexbench.SPLITS:
+        (data / split).mkdir(parents=True)
+        (data / split / "final_update_v2.json").write_text(json.dumps({"1": entry, "2": entry}))
+    plan = PlanDecision(reason="dog, cat, hat", steps=[PlannedStep(action="remove", object_id=1),
+                                                       PlannedStep(action="recolor", object_id=2, color="blue"),
+                                                       PlannedStep(action="add", prompt="a hat", object_id=2)])
+    ctx = EvalContext(data=tmp_path / "data", out=tmp_path / "run", llm="scripted", limit=1,
+                      model=ScriptedChatModel([plan] * 4 + ["not json", "not json"]))
+    summary = runner.run_suite("complexbench-plan", ctx, progress=False)
+    assert summary["finished"] == 5 and summary["errors"] == 0 and summary["no_plan"] == 1
+    assert summary["per_split"]["COCO-three-obj"]["correct"] == 1.0
+    assert summary["per_split"]["two-chain"]["correct"] == 0.0  # invalid LLM output: every step missed
+    assert summary["overall"]["steps"] == 15 and summary["overall"]["correct"] == pytest.approx(12 / 15, abs=1e-3)
+    assert "Per split" in (ctx.out / "report.md").read_text()
+
+
+@needs_shared
+def test_complexbench_loader_on_the_shared_data(tmp_path):
+    ctx = EvalContext(data=SHARED, out=tmp_path, limit=3)
+    cases = complexbench.cases(ctx)
+    assert len(cases) == 15 and all(len(c["steps"]) == 3 for c in cases)
+    assert all(s.get("action") or s.get("unsupported") for c in cases for s in c["steps"])
+
+
+# --------------------------------------------------------------------------------- reasoning-local, magicbrush
+
+
+@pytest.fixture
+def dog_data(tmp_path):
+    """A data folder with photos/dog.jpg (the example photo is the same darknet picture)."""
+    (tmp_path / "data" / "photos").mkdir(parents=True)
+    shutil.copy(ROOT / "examples" / "dog.jpg", tmp_path / "data" / "photos" / "dog.jpg")
+    return tmp_path / "data"
+
+
+def test_reasoning_local_executes_and_measures_the_background(tmp_path, dog_data):
+    det = FakeDetector([Detection("bicycle", 0.85, (120.0, 125.0, 575.0, 425.0)),
+                        Detection("dog", 0.9, (130.0, 220.0, 315.0, 545.0))])
+    register_backend("detector", "fake", lambda ctx: det)
+    register_backend("segmenter", "fake", lambda ctx: BoxSegmenter())
+    register_backend("remover", "fake", lambda ctx: MeanFillRemover())
+    ctx = context(tmp_path, dog_data, [plan_now(), step("remove", 1)], limit=1)  # dog-01: the bicycle
+    summary = runner.run_suite("reasoning-local", ctx, progress=False)
+    row = runner.read_rows(ctx.out / runner.RESULTS)["dog-01"]
+    assert row["correct"] and row["predicted_label"] == "bicycle"
+    assert row["psnr_outside_edit"] == math.inf and row["ssim_outside_edit"] == pytest.approx(1.0)
+    assert 10 < row["psnr_outside_target"] < math.inf  # the mask grows by 7 px before the fill
+    assert row["changed_outside_target"] > 0 and 0 < row["changed_fraction"] < row["target_area"] + 0.05
+    assert summary["overall"]["accuracy"] == 1.0 and summary["headline"]["psnr_outside_edit_min"] == math.inf
+
+
+@needs_shared
+def test_magicbrush_failure_counts_as_the_unchanged_source(tmp_path, fake_backends):
+    ctx = context(tmp_path, SHARED, [plan_now(), step("replace", 1, prompt="a rabbit")], limit=1)
+    summary = runner.run_suite("magicbrush", ctx, progress=False)
+    row = runner.read_rows(ctx.out / runner.RESULTS)["85160_3"]
+    assert not row["edited"] and row["l1"] == row["l1_no_edit"] > 0 and row["l2"] == row["l2_no_edit"]
+    assert summary["edited_only"]["cases"] == 0 and summary["not_edited"]["reasons"] == {"EditError": 1}
+    assert set(summary["unavailable"]) == {"clip_i", "dino"} or summary["learned"]["clip_i"] is not None
+
+
+def test_speed_measures_each_edit_at_512(tmp_path, dog_data, fake_backends):
+    replies = [plan_now(), step("remove", 2), plan_now(), step("remove", 2)]  # warm-up, then the case
+    ctx = context(tmp_path, dog_data, replies, limit=1)
+    summary = runner.run_suite("speed", ctx, progress=False)
+    row = runner.read_rows(ctx.out / runner.RESULTS)["dog-remove-bicycle"]
+    assert row["size"] == [512, 384] and row["peak_rss_case_mb"] > 0 and row["llm_calls"] == 2
+    assert row["total_s"] >= row["timings"]["execute"] and summary["cold_start"]["instruction"] == "Remove the truck"
+    assert summary["stages_s"]["total"]["median"] == row["total_s"]
+
+
+# ---------------------------------------------------------------------------------------- the real stack
+
+
+@pytest.mark.slow
+@pytest.mark.assets
+def test_reasoning_local_smoke_with_the_embedded_stack(tmp_path):
+    """One real case through `cielr eval` (embedded LLM, detector, segmenter, inpainter): about a minute."""
+    from cielr_agent.assets import EMBEDDED_PROFILE_ASSETS, is_ready
+    from cielr_agent.cli import main
+
+    if not SHARED.is_dir() or not all(is_ready(a) for a in EMBEDDED_PROFILE_ASSETS):
+        pytest.skip("needs ../shared/data and the embedded models (`cielr setup`)")
+    assert main(["eval", "reasoning-local", "--limit", "1", "--out", str(tmp_path), "-q"]) == 0
+    row = runner.read_rows(tmp_path / runner.RESULTS)["dog-01"]
+    assert "error" not in row and row["llm_calls"] >= 2 and (tmp_path / "gallery.html").exists()
+    assert np.isfinite(row["timings"]["total"])
