@@ -44,16 +44,21 @@ class AddAction(BaseModel):
     side: Side | None = None
 
 
-class MoveAction(BaseModel):
-    """Move the object: to a named `position` of the image, beside the `anchor` object, and/or by (dx, dy) px."""
+class Placement(BaseModel):
+    """Where an object goes: a named `position` of the image, beside the `anchor` object, and/or (dx, dy) px."""
 
-    type: Literal["move"] = "move"
     target: int
     dx: float = 0.0
     dy: float = 0.0
     position: Position | None = None
     anchor: int | None = None
     side: Side | None = None
+
+
+class MoveAction(Placement):
+    """Move the object: to a named `position` of the image, beside the `anchor` object, and/or by (dx, dy) px."""
+
+    type: Literal["move"] = "move"
 
 
 class ResizeAction(BaseModel):
@@ -72,16 +77,10 @@ class FlipAction(BaseModel):
     axis: Literal["horizontal", "vertical"] = "horizontal"
 
 
-class DuplicateAction(BaseModel):
+class DuplicateAction(Placement):
     """Paste a copy of the object beside itself or the `anchor`, at a `position`, or shifted by (dx, dy) px."""
 
     type: Literal["duplicate"] = "duplicate"
-    target: int
-    dx: float = 0.0
-    dy: float = 0.0
-    position: Position | None = None
-    anchor: int | None = None
-    side: Side | None = None
 
 
 EditAction = Annotated[
