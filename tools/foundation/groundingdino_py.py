@@ -26,7 +26,7 @@ from cielr_agent.errors import MissingDependencyError, MissingWeightsError
 
 from ..backends import BackendContext
 from .detection import OpenVocabularyDetector, phrase_label, prompt_chunks
-from .loading import device_and_dtype
+from .loading import checkpoint_path, device_and_dtype
 
 INSTALL = ("in a separate virtual environment: pip install groundingdino-py==0.4.0 transformers==4.57.6 "
            "diffusers==0.39.0 torch==2.14.1 torchvision==0.29.1, then pip install -e <this repository> (its core "
@@ -68,18 +68,7 @@ class GroundingDinoPyDetector(OpenVocabularyDetector):
         self.text_threshold = float(ctx.option("text_threshold", 0.25))
 
     def _checkpoint(self) -> Path:
-        option = self.ctx.option("checkpoint")
-        if option is None:
-            raise MissingWeightsError(
-                f"{self.ctx.name}: no GroundingDINO checkpoint configured. To fix: download {CHECKPOINT_URL} "
-                f"and set [backend_options.{self.ctx.name}] checkpoint = \"/path/to/groundingdino_swint_ogc.pth\"")
-        path = Path(str(option)).expanduser()
-        if not path.is_file():
-            raise MissingWeightsError(
-                f"{self.ctx.name}: the GroundingDINO checkpoint {path} does not exist. To fix: download it (e.g. "
-                f"{CHECKPOINT_URL}) to that path, or point [backend_options.{self.ctx.name}] checkpoint at a local "
-                "groundingdino_*.pth")
-        return path
+        return checkpoint_path(self.ctx, "GroundingDINO", CHECKPOINT_URL, "groundingdino_swint_ogc.pth")
 
     def _config_file(self) -> Path:
         import groundingdino

@@ -39,6 +39,21 @@ def missing_weights(ref: str, ctx: BackendContext, exc: Exception) -> MissingWei
                                f"To fix: {hint}")
 
 
+def checkpoint_path(ctx: BackendContext, model: str, download: str, example_file: str) -> Path:
+    """The existing local file named by the `checkpoint` option; a MissingWeightsError saying where to get
+    `model`'s weights (`download`) and how to point at them otherwise."""
+    option = ctx.option("checkpoint")
+    setting = f"[backend_options.{ctx.name}] checkpoint"
+    if option is None:
+        raise MissingWeightsError(f"{ctx.name}: no {model} checkpoint configured. To fix: download {download} "
+                                  f"and set {setting} = \"/path/to/{example_file}\"")
+    path = Path(str(option)).expanduser()
+    if not path.is_file():
+        raise MissingWeightsError(f"{ctx.name}: the {model} checkpoint {path} does not exist. To fix: download it "
+                                  f"({download}) to that path, or point {setting} at a local copy")
+    return path
+
+
 def load_pretrained(ctx: BackendContext, ref: str, what: str, loader: Callable[..., Any], *,
                     to_device: bool = True, **kwargs: Any) -> Any:
     """`loader(ref, local_files_only=..., **kwargs)` once per (what, ref, device, dtype), via the model manager.

@@ -21,7 +21,7 @@ from cielr_agent.errors import MissingWeightsError
 
 from ..backends import BackendContext
 from ..protocols import Box
-from .loading import device_and_dtype, image_key, load_pretrained, model_ref
+from .loading import checkpoint_path, device_and_dtype, image_key, load_pretrained, model_ref
 
 SAM_ENCODERS = {
     "vit_h": dict(encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16,
@@ -169,19 +169,8 @@ class SamSegmenter(_PromptSegmenter):
     """
 
     def _checkpoint(self) -> Path:
-        option = self.ctx.option("checkpoint")
-        if option is None:
-            raise MissingWeightsError(
-                f"{self.ctx.name}: no SAM checkpoint configured. To fix: download one of "
-                f"{', '.join(SAM_DOWNLOADS + f for f in SAM_CHECKPOINTS.values())} and set "
-                f"[backend_options.{self.ctx.name}] checkpoint = \"/path/to/{SAM_CHECKPOINTS['vit_h']}\"")
-        path = Path(str(option)).expanduser()
-        if not path.is_file():
-            raise MissingWeightsError(
-                f"{self.ctx.name}: the SAM checkpoint {path} does not exist. To fix: download it (e.g. "
-                f"{SAM_DOWNLOADS}{SAM_CHECKPOINTS['vit_b']}) to that path, or point "
-                f"[backend_options.{self.ctx.name}] checkpoint at a local sam_vit_*.pth")
-        return path
+        return checkpoint_path(self.ctx, "SAM", " or ".join(SAM_DOWNLOADS + f for f in SAM_CHECKPOINTS.values()),
+                               SAM_CHECKPOINTS["vit_h"])
 
     def _model_type(self, checkpoint: Path) -> str:
         named = re.search(r"vit_[hlb]", checkpoint.name)
