@@ -119,7 +119,7 @@ def _mean(rows: list[dict], key: str) -> float | None:
     finite = [v for v in values if math.isfinite(v)]
     if not values:
         return None
-    return math.inf if len(finite) < len(values) else round(statistics.fmean(finite), 4)
+    return math.inf if len(finite) < len(values) else round(statistics.fmean(finite), 6)
 
 
 def _block(rows: list[dict]) -> dict:

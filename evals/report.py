@@ -73,6 +73,19 @@ def _gpu() -> str | None:
         return None
 
 
+def git_state() -> tuple[str | None, bool | None]:
+    """(short commit, uncommitted changes?) of this checkout; (None, None) outside git."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True,
+                                    text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit, dirty
+
+
 def environment() -> dict[str, Any]:
     """The machine and software a run was measured on."""
     from importlib import metadata
@@ -84,14 +97,7 @@ def environment() -> dict[str, Any]:
             return None
 
     mem = _first_line("/proc/meminfo", "MemTotal")
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True,
-                                    text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
+    commit, dirty = git_state()
     return {
         "date": dt.date.today().isoformat(),
         "cpu": _first_line("/proc/cpuinfo", "model name") or platform.processor() or platform.machine(),
@@ -115,10 +121,12 @@ def write_report(suite: str, module: ModuleType, ctx, cases: list[dict], rows: d
     errors = [r for r in ordered if "error" in r]
     settings_path = ctx.out / SETTINGS
     settings = json.loads(settings_path.read_text(encoding="utf-8")) if settings_path.exists() else {}
+    sessions = settings.pop("sessions", [])
     summary = {
         "suite": suite,
         "settings": {**settings, "limit": ctx.limit},
         "environment": environment(),
+        "sessions": sessions,
         "cases": len(cases),
         "finished": len(ordered),
         "errors": len(errors),
@@ -146,8 +154,8 @@ def markdown(summary: dict, module: ModuleType, errors: list[dict]) -> str:
         f"{(module.__doc__ or '').strip().splitlines()[0]}\n",
         f"- date: {env['date']}; machine: {env['cpu']}, {env['cores']} cores, {env['memory_gb']} GB RAM, "
         f"GPU: {env['gpu'] or 'none'}",
-        f"- software: Python {env['python']}, {pkgs}; git {env['git_commit']}"
-        f"{' (uncommitted changes)' if env['git_dirty'] else ''}",
+        f"- software: Python {env['python']}, {pkgs}",
+        f"- measured: {_sessions_text(summary.get('sessions'), env)}",
         f"- settings: llm `{s.get('llm')}`, profile `{s.get('profile')}`, prompt set `{s.get('prompt_set')}`, "
         f"limit {s.get('limit')}, data `{s.get('data')}`",
         f"- cases: {summary['finished']}/{summary['cases']} finished, {summary['errors']} with harness errors "
@@ -160,11 +168,25 @@ def markdown(summary: dict, module: ModuleType, errors: list[dict]) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def _commit_text(commit: str | None, dirty: bool | None) -> str:
+    return f"git {commit}{' (uncommitted changes)' if dirty else ''}"
+
+
+def _sessions_text(sessions: list[dict] | None, env: dict) -> str:
+    """Which commit(s) produced the results; runs older than session records show the report-time commit."""
+    if not sessions:
+        return f"results of an earlier run; report written at {_commit_text(env['git_commit'], env['git_dirty'])}"
+    return "; ".join(f"{s['cases']} cases from {s['started']} at {_commit_text(s['git_commit'], s['git_dirty'])}"
+                     for s in sessions)
+
+
 def _baseline_section(summary: dict) -> str:
     path = BASELINES / summary["suite"] / "summary.json"
     if not path.exists() or "headline" not in summary:
         return ""
     base = json.loads(path.read_text(encoding="utf-8"))
+    if base.get("sessions") and base.get("sessions") == summary.get("sessions"):
+        return ""  # this run is the committed baseline
     head = base.get("headline", {})
     rows = []
     for key, value in summary["headline"].items():

@@ -1,6 +1,7 @@
 """The benchmark runner: `cielr eval SUITE` / `python -m cielr_agent.evals SUITE`.
 
-A run lives in one folder (`--out`, default `runs/eval/<suite>`): `run.json` (its settings), `results.jsonl`
+A run lives in one folder (`--out`, default `runs/eval/<suite>`): `run.json` (its settings and the sessions
+that ran its cases: start time, git commit, case count), `results.jsonl`
 (one row per case, appended and flushed as each case finishes), and at the end `report.md`, `summary.json`
 and `gallery.html` (+ `images/`, `outputs/`). Running again with the same settings resumes: finished cases are
 skipped. An exception in one case is recorded in its row (`error`) and the run goes on.
@@ -72,8 +73,21 @@ def _check_settings(suite: str, ctx: EvalContext, fresh: bool) -> None:
         differ = {k: (had.get(k), v) for k, v in wanted.items() if had.get(k) != v}
         if differ:
             raise EvalSetupError(f"{ctx.out} holds a run with other settings ({differ}); use another --out or --fresh")
+        wanted["sessions"] = had.get("sessions", [])
     ctx.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(wanted, indent=2) + "\n", encoding="utf-8")
+
+
+def _record_session(ctx: EvalContext, pending: int) -> None:
+    """Append when, at which git commit and how many cases this invocation runs to run.json's "sessions"."""
+    from .report import git_state
+
+    path = ctx.out / SETTINGS
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    commit, dirty = git_state()
+    settings.setdefault("sessions", []).append({
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git_commit": commit, "git_dirty": dirty, "cases": pending})
+    path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
 
 def _case_fields(case: dict) -> dict:
@@ -96,6 +110,7 @@ def run_suite(suite: str, ctx: EvalContext, *, fresh: bool = False, retry_errors
         rows = read_rows(ctx.out / RESULTS)
         pending = [c for c in cases if c["id"] not in rows or (retry_errors and "error" in rows[c["id"]])]
         if pending:
+            _record_session(ctx, len(pending))
             _run_cases(module, ctx, pending, done=len(cases) - len(pending), total=len(cases), progress=progress)
     return write_report(suite, module, ctx, cases, read_rows(ctx.out / RESULTS))
 

@@ -125,6 +125,10 @@ def test_runner_captures_errors_and_resumes(tmp_path, monkeypatch):
     assert calls == ["c0", "c1", "c2"]
     runner.run_suite("fake", ctx, progress=False, retry_errors=True)
     assert calls == ["c0", "c1", "c2", "c1"]
+    sessions = json.loads((ctx.out / runner.SETTINGS).read_text())["sessions"]
+    assert [s["cases"] for s in sessions] == [3, 1]  # the run that skipped everything records nothing
+    assert all(s["git_commit"] and s["started"] for s in sessions)
+    assert "3 cases from" in (ctx.out / "report.md").read_text()
     other = EvalContext(data=tmp_path, out=ctx.out, llm="another-llm")
     with pytest.raises(runner.EvalSetupError, match="other settings"):
         runner.run_suite("fake", other, progress=False)
