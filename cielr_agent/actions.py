@@ -176,3 +176,11 @@ class ReasonDecision(BaseModel):
     next: ToolName = Field(description="'plan' when the scene already lists the objects the instruction needs")
     labels: list[str] = Field(default_factory=list, description="for detect_objects: object names to look for")
     object_id: int | None = Field(None, description="for segment_object / describe_object: the object id")
+
+
+class SearchDecision(BaseModel):
+    """After an empty plan: the kinds of object the instruction may mean, for one more detection round."""
+
+    thought: str = Field(max_length=120, description="one short sentence: what the instruction refers to")
+    labels: list[str] = Field(min_length=1, max_length=3,
+                              description="1-3 simple nouns for the thing(s) to look for, most likely first")

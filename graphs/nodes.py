@@ -12,7 +12,7 @@ from langchain_core.tools import ToolException
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from cielr_agent.actions import EditPlan, PlanDecision, ReasonDecision
+from cielr_agent.actions import EditPlan, PlanDecision, ReasonDecision, SearchDecision
 from cielr_agent.errors import EditError, TargetNotFoundError
 from cielr_agent.llm import structured_call
 from cielr_agent.masks import box_iou
@@ -171,14 +171,58 @@ def plan(state: EditState, runtime: Runtime[EditContext]) -> dict:
     reply = structured_call(ctx.model, PlanDecision, messages, retries=1,
                             validate=lambda d: validate_plan(d, state))
     edit_plan = validate_plan(reply.value, state)
+    record = {"plan": edit_plan, "llm_calls": [_llm_record("plan", reply)], "timings": {"llm": reply.seconds}}
     if not edit_plan.actions:
-        raise TargetNotFoundError(
-            f"nothing to edit: {edit_plan.rationale} (objects in the image: "
-            f"{', '.join(f'#{o.id} {o.label}' for o in state['scene'].objects) or 'none'})"
-        )
+        if not state.get("searched"):
+            _progress(runtime, "plan", f"no target yet: {edit_plan.rationale}")
+            return {**record, "status": "searching"}
+        raise _not_found(edit_plan.rationale, state["scene"])
     _progress(runtime, "plan", f"plan: {edit_plan.rationale}")
-    return {"plan": edit_plan, "status": "planned", "llm_calls": [_llm_record("plan", reply)],
-            "timings": {"llm": reply.seconds}}
+    return {**record, "status": "planned"}
+
+
+def _not_found(rationale: str, scene, searched: str = "") -> TargetNotFoundError:
+    objects = ", ".join(f"#{o.id} {o.label}" for o in scene.objects) or "none"
+    return TargetNotFoundError(f"nothing to edit: {rationale}{searched} (objects in the image: {objects})")
+
+
+def route_after_plan(state: EditState) -> str:
+    return "search" if state.get("status") == "searching" else "approve"
+
+
+def search(state: EditState, runtime: Runtime[EditContext]) -> dict:
+    """After an empty plan, once: ask the LLM for plain names of what the instruction means and detect them.
+
+    Small LLMs often give up on an indirect description ("the neckwear") instead of asking the detector, so the
+    planner gets one more look with whatever this round finds; when nothing is found the edit stops here."""
+    ctx = runtime.context
+    ws, ps = ctx.workspace, ctx.workspace.config.prompt_set
+    rationale = state["plan"].rationale or "no listed object fits"
+    known = getattr(ws.backends.detector, "closed_vocabulary", None)
+    vocabulary = f"The detector knows only these kinds of object: {', '.join(known)}.\n" if known else ""
+    messages = [
+        SystemMessage(render("search_system", ps)),
+        HumanMessage(render("search_user", ps, scene=_scene_text(state, ctx, knowledge=False),
+                            instruction=state["instruction"], vocabulary=vocabulary)),
+    ]
+    _progress(runtime, "search", "LLM: what should the detector look for?")
+    reply = structured_call(ctx.model, SearchDecision, messages, retries=1)
+    labels = [t.strip() for t in reply.value.labels if t.strip()]
+    tool = next(t for t in perception_tools(ws, handle_errors=False) if t.name == "detect_objects")
+    t0 = time.perf_counter()
+    observation = tool.invoke({"labels": labels}) if labels else "no names given"
+    seconds = time.perf_counter() - t0
+    found = "in the scene:" in observation
+    _progress(runtime, "search", f"detect_objects {labels}: {observation}")
+    if not found:
+        raise _not_found(rationale, ws.scene, f"; also looked for {', '.join(labels) or 'nothing'}: {observation}")
+    return {"scene": ws.scene, "searched": True,
+            "observations": [f"{reply.value.thought.strip()} The detector looked for {', '.join(labels)} -> "
+                             f"{observation.replace(chr(10), '; ')}. The instruction means the object(s) found."],
+            "llm_calls": [_llm_record("search", reply)],
+            "tool_calls": [ToolCall(node="search", tool="detect_objects", args={"labels": labels},
+                                    observation=observation, seconds=round(seconds, 3))],
+            "timings": {"llm": reply.seconds, "perception_tools": seconds}}
 
 
 def approve(state: EditState, runtime: Runtime[EditContext]) -> dict:

@@ -30,9 +30,10 @@ class EditState(TypedDict, total=False):
     initial_scene: SceneGraph
     iterations: int
     pending: ReasonDecision | None
+    searched: bool  # the one extra detection round after an empty plan has run
     observations: Annotated[list[str], operator.add]
     plan: EditPlan | None
-    status: str  # planned | rejected | executed | verified | nothing_to_do
+    status: str  # planned | searching | rejected | executed | verified
     llm_calls: Annotated[list[LLMCall], operator.add]
     tool_calls: Annotated[list[ToolCall], operator.add]
     executed: Annotated[list[ExecutedAction], operator.add]

@@ -11,7 +11,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
 
 import cielr_agent
-from cielr_agent.actions import PlanDecision, PlannedStep, ReasonDecision
+from cielr_agent.actions import PlanDecision, PlannedStep, ReasonDecision, SearchDecision
 from cielr_agent.errors import EditError, InstructionError, TargetNotFoundError
 from cielr_agent.graphs import EditContext, EditState, build_edit_graph
 from cielr_agent.imaging import load_image
@@ -144,10 +144,45 @@ def test_generative_actions_fail_clearly_before_writing(detector, tmp_path):
     assert not out.exists()
 
 
-def test_missing_target_is_reported(detector):
-    model = ScriptedChatModel([plan_now(), PlanDecision(reason="there is no cat in the image", steps=[])])
-    with pytest.raises(TargetNotFoundError, match="no cat"):
+def test_missing_target_is_reported_after_one_search(detector):
+    model = ScriptedChatModel([plan_now(), PlanDecision(reason="there is no cat in the image", steps=[]),
+                               SearchDecision(thought="a cat", labels=["cat"])])
+    with pytest.raises(TargetNotFoundError, match="no cat in the image; also looked for cat: 'cat' is not some"):
         cielr_agent.edit(DOG, "remove the cat", llm=model, dry_run=True, **FAKE)
+    assert model.remaining == 0
+
+
+def test_empty_plan_searches_once_with_plain_names_and_plans_again(detector):
+    model = ScriptedChatModel([
+        plan_now(),
+        PlanDecision(reason="no listed object is for drinking coffee", steps=[]),
+        SearchDecision(thought="Coffee is drunk from a cup.", labels=["cup", "mug"]),
+        remove(4, "the cup"),
+    ])
+    result = cielr_agent.edit(DOG, "remove what you drink coffee from", llm=model, dry_run=True, **FAKE)
+    assert [c.node for c in result.llm_calls] == ["reason", "plan", "search", "plan"]
+    assert result.plan.actions[0].target == 4 and result.scene.get(4).label == "cup"
+    assert result.tool_calls[-1].tool == "detect_objects" and result.tool_calls[-1].args == {"labels": ["cup", "mug"]}
+    search_prompt = model.calls[2][-1].content
+    assert "Instruction: remove what you drink coffee from" in search_prompt
+    assert "knows only" not in search_prompt  # the fake detector declares no closed vocabulary
+    replan = model.calls[3][-1].content
+    assert ("Note: Coffee is drunk from a cup. The detector looked for cup, mug -> 'mug' is not something this "
+            "detector can find; in the scene: #4 cup; (1 newly added). The instruction means the object(s) found.") in replan
+
+
+def test_search_happens_once_and_names_a_closed_vocabulary(detector):
+    detector.closed_vocabulary = ("bicycle", "dog", "truck", "cup")
+    model = ScriptedChatModel([
+        plan_now(),
+        PlanDecision(reason="nothing fits", steps=[]),
+        SearchDecision(thought="maybe the dog", labels=["dog"]),
+        PlanDecision(reason="still nothing fits", steps=[]),
+    ])
+    with pytest.raises(TargetNotFoundError, match="still nothing fits"):
+        cielr_agent.edit(DOG, "remove the unicorn", llm=model, dry_run=True, **FAKE)
+    assert "The detector knows only these kinds of object: bicycle, dog, truck, cup." in model.calls[2][-1].content
+    assert model.remaining == 0
 
 
 def test_empty_instruction_and_bad_image(detector, tmp_path):

@@ -26,7 +26,10 @@ class Detector(Protocol):
         """Objects in an H×W×3 uint8 RGB image, optionally only the given (resolved) labels."""
 
     def resolve_label(self, text: str) -> str | None:
-        """The detector's label for a free-text object name, or None when it cannot detect that thing."""
+        """The detector's label for a free-text object name, or None when it cannot detect that thing.
+
+        A detector with a fixed label set may also expose it as `closed_vocabulary` (a tuple of labels);
+        the search step then asks the LLM to name only those."""
 
 
 @runtime_checkable

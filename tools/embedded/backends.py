@@ -28,6 +28,13 @@ class CocoDetector:
         found = self._net().detect(image, min_score=min_score, labels=labels)
         return [Detection(label=d.label, score=float(d.score), box=tuple(float(v) for v in d.box)) for d in found]
 
+    @property
+    def closed_vocabulary(self) -> tuple[str, ...]:
+        """The only labels this detector can find (the 80 COCO classes)."""
+        from .coco_detection import COCO_LABELS
+
+        return COCO_LABELS
+
     def resolve_label(self, text: str) -> str | None:
         if self._mapper is None:
             from .label_mapping import CocoLabelMapper
