@@ -195,6 +195,8 @@ def run_case(case: dict, ctx) -> dict:
                    llm={"calls": len(update["llm_calls"]), "seconds": round(update["timings"]["llm"], 2),
                         "input_tokens": sum(c.input_tokens for c in update["llm_calls"]),
                         "output_tokens": sum(c.output_tokens for c in update["llm_calls"])})
+        if not actions:  # the graph would search the image next; this text-only scene has nothing more
+            row.update(status="no plan", failure=f"empty plan: {plan.rationale}")
     except (TargetNotFoundError, LLMOutputError) as exc:  # no plan: every gold step is missed
         actions = []
         row.update(plan={"rationale": None, "actions": []}, status="no plan", failure=f"{type(exc).__name__}: {exc}")

@@ -190,12 +190,13 @@ def test_complexbench_plan_step_with_a_scripted_llm(tmp_path):
                                                        PlannedStep(action="recolor", object_id=2, color="blue"),
                                                        PlannedStep(action="add", prompt="a hat", object_id=2)])
     ctx = EvalContext(data=tmp_path / "data", out=tmp_path / "run", llm="scripted", limit=1,
-                      model=ScriptedChatModel([plan] * 4 + ["not json", "not json"]))
+                      model=ScriptedChatModel([plan] * 3 + [PlanDecision(reason="nothing fits", steps=[]),
+                                               "not json", "not json"]))
     summary = runner.run_suite("complexbench-plan", ctx, progress=False)
-    assert summary["finished"] == 5 and summary["errors"] == 0 and summary["no_plan"] == 1
+    assert summary["finished"] == 5 and summary["errors"] == 0 and summary["no_plan"] == 2
     assert summary["per_split"]["COCO-three-obj"]["correct"] == 1.0
     assert summary["per_split"]["two-chain"]["correct"] == 0.0  # invalid LLM output: every step missed
-    assert summary["overall"]["steps"] == 15 and summary["overall"]["correct"] == pytest.approx(12 / 15, abs=1e-3)
+    assert summary["overall"]["steps"] == 15 and summary["overall"]["correct"] == pytest.approx(9 / 15, abs=1e-3)
     assert "Per split" in (ctx.out / "report.md").read_text()
 
 
