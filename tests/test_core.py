@@ -47,6 +47,16 @@ def test_scene_history_relations_and_round_trip():
     assert in_front(s.get(2), s.get(1)) and not in_front(s.get(3), s.get(1))
 
 
+def test_a_small_box_inside_a_large_one_is_in_front_of_it():
+    giraffe = obj(1, "giraffe", (162.6, 25.7, 452.6, 443.5))
+    zebra = obj(2, "zebra", (307.1, 204.5, 423.1, 447.9))  # the same ground line
+    assert in_front(zebra, giraffe) and not in_front(giraffe, zebra)
+    person, cup = obj(3, "person", (100, 50, 300, 600)), obj(4, "cup", (180, 250, 230, 310))  # held high
+    assert in_front(cup, person) and not in_front(person, cup)
+    near, far = obj(5, "person", (100, 100, 300, 520)), obj(6, "person", (110, 100, 290, 500))  # similar sizes
+    assert in_front(near, far) and not in_front(far, near)
+
+
 def test_render_has_ids_relations_and_knowledge():
     text = scene().render({"bicycle": "no engine", "dog": "barks", "cat": "meows"})
     assert "#1 bicycle" in text and "#2 dog in front of #1 bicycle" in text
