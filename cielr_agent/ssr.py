@@ -147,8 +147,10 @@ class SceneGraph(BaseModel):
         )
 
     def render(self, knowledge: dict[str, str] | None = None) -> str:
-        """A compact text view of the SSR for an LLM prompt; knowledge cards go right under each object."""
+        """A compact text view of the SSR for an LLM prompt; a label's knowledge card goes right under the first
+        object that has it (once: twelve people get one person card)."""
         knowledge = knowledge or {}
+        carded: set[str] = set()
         lines = [f"Image {self.width}x{self.height} px. Objects:"]
         if not self.objects:
             lines.append("  (none detected)")
@@ -160,7 +162,8 @@ class SceneGraph(BaseModel):
                 depth += f", nearness {o.nearness:.2f} (1 = closest)"
             lines.append(f"  #{o.id} {o.label} (confidence {o.score:.2f}) box [{x0},{y0},{x1},{y1}]{depth}; {attrs}")
             for label in [o.label, *o.alternatives]:
-                if label in knowledge:
+                if label in knowledge and label not in carded:
+                    carded.add(label)
                     lines.append(f"     {label}: {knowledge[label]}")
         if self.relations:
             names = {o.id: f"#{o.id} {o.label}" for o in self.objects}

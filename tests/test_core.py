@@ -61,6 +61,10 @@ def test_render_has_ids_relations_and_knowledge():
     text = scene().render({"bicycle": "no engine", "dog": "barks", "cat": "meows"})
     assert "#1 bicycle" in text and "#2 dog in front of #1 bicycle" in text
     assert "bicycle: no engine" in text and "cat" not in text
+    s = scene()
+    crowd = s.apply("detect", "detect_objects", add=[obj(10 + i, "dog", (5.0 * i, 60.0, 5.0 * i + 20, 79.0))
+                                                     for i in range(3)])
+    assert crowd.render({"dog": "barks"}).count("dog: barks") == 1  # one card per label, under its first object
 
 
 def test_actions_plan_and_result_round_trip():

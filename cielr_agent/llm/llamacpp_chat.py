@@ -70,7 +70,7 @@ def _default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def load_llama(model_path: str, n_ctx: int = 4096, n_threads: int | None = None, *, seed: int = 0,
+def load_llama(model_path: str, n_ctx: int = 8192, n_threads: int | None = None, *, seed: int = 0,
                verbose: bool = False) -> tuple[Any, threading.Lock]:
     """Return the cached `llama_cpp.Llama` for (path, n_ctx, threads) and its run lock, loading it once."""
     path = str(Path(model_path).expanduser().resolve())
@@ -398,7 +398,7 @@ class ChatLlamaCpp(BaseChatModel):
     """
 
     model_path: str
-    n_ctx: int = 4096
+    n_ctx: int = 8192  # a crowded scene with its knowledge cards and one repair round fits
     n_threads: int | None = None
     temperature: float = 0.0
     max_tokens: int = 512
