@@ -212,7 +212,8 @@ def search(state: EditState, runtime: Runtime[EditContext]) -> dict:
     t0 = time.perf_counter()
     observation = tool.invoke({"labels": labels}) if labels else "no names given"
     seconds = time.perf_counter() - t0
-    found = "in the scene:" in observation
+    wanted = {ws.backends.detector.resolve_label(t) for t in labels} - {None}
+    found = any(o.label in wanted for o in ws.scene.objects)
     _progress(runtime, "search", f"detect_objects {labels}: {observation}")
     if not found:
         raise _not_found(rationale, ws.scene, f"; also looked for {', '.join(labels) or 'nothing'}: {observation}")
