@@ -18,7 +18,7 @@ class AgentConfig(BaseModel):
                      "llamacpp:<path.gguf>, or anything init_chat_model accepts")
     llm_options: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for the chat model")
     detector: str = "centernet"
-    segmenter: str = "isnet"
+    segmenter: str = "mobilesam"
     describer: str = "embedded"
     remover: str = "patchmatch"
     recolorer: str = "oklab"

@@ -152,3 +152,46 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 def solid(mask: np.ndarray, px: int = 10) -> np.ndarray:
     """The mask closed over gaps up to ~2*px wide and hole-filled: the full extent of an occluding object."""
     return fill_holes(erode(dilate(mask, px), px))
+
+
+def see_through(image: np.ndarray, mask: np.ndarray, context: np.ndarray | None = None,
+                tolerance: float = 12.0, min_area: int = 30) -> np.ndarray:
+    """Pixels inside `mask` where the background shows through the object (the wall between a wheel's spokes,
+    the street through a fence): they look like the background right around the object (Lab distance to one of
+    its main k-means colours, each ≥ 8 % of the ring, ≤ `tolerance`) and form pockets of at least `min_area` px inside the mask, away from its
+    outline. A removal keeps them and fills only the object itself. `context` marks pixels that may serve as
+    background samples (not other objects). Empty when the pockets would be most of the object: then the
+    object is simply coloured like its surroundings."""
+    import cv2
+
+    mask = _as_bool(mask)
+    keep = np.zeros_like(mask)
+    ring = dilate(mask, 12) & ~mask
+    if context is not None:
+        ring &= _as_bool(context)
+    if ring.sum() < 50 or mask.sum() < 4 * min_area:
+        return keep
+    lab = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB).astype(np.float32)
+    samples = lab[ring]
+    if len(samples) > 20000:
+        samples = samples[np.random.default_rng(0).choice(len(samples), 20000, replace=False)]
+    cv2.setRNGSeed(0)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
+    _, assigned, centers = cv2.kmeans(samples, 6, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    share = np.bincount(assigned.ravel(), minlength=len(centers)) / len(samples)
+    centers = centers[share >= 0.08]  # the background's main colours, not a stray shadow or a neighbour's edge
+    inner = erode(mask, 3)
+    idx = np.flatnonzero(inner)
+    if idx.size == 0:
+        return keep
+    dist = np.min(np.linalg.norm(lab.reshape(-1, 3)[idx][:, None, :] - centers[None], axis=2), axis=1)
+    like = np.zeros_like(mask)
+    like.flat[idx[dist <= tolerance]] = True
+    like = erode(like, 2)  # the anti-aliased rims (and shadows) of thin parts go with the object
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(like.astype(np.uint8), connectivity=4)
+    big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_area]
+    if big:
+        keep = np.isin(labels, big)
+    if keep.sum() > 0.6 * mask.sum():
+        return np.zeros_like(mask)
+    return keep

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from .masks import rle_decode, rle_encode
 
@@ -18,17 +18,30 @@ class RLEMask(BaseModel):
 
     size: tuple[int, int]  # height, width
     counts: list[int]
+    _array: np.ndarray | None = PrivateAttr(None)
 
     @classmethod
     def from_array(cls, mask: np.ndarray) -> RLEMask:
-        return cls(**rle_encode(mask))
+        rle = cls(**rle_encode(mask))
+        rle._array = np.asarray(mask, bool).copy()
+        rle._array.setflags(write=False)
+        return rle
 
     def to_array(self) -> np.ndarray:
-        return rle_decode(self.model_dump())
+        """The mask as a read-only bool array (decoded once)."""
+        if self._array is None:
+            self._array = rle_decode(self.model_dump())
+            self._array.setflags(write=False)
+        return self._array
 
     @property
     def area(self) -> int:
         return int(sum(self.counts[1::2]))
+
+    def __eq__(self, other: object) -> bool:  # the decoded-array cache is no part of the value
+        return isinstance(other, RLEMask) and self.size == other.size and self.counts == other.counts
+
+    __hash__ = None
 
 
 class SceneObject(BaseModel):
@@ -193,12 +206,36 @@ def in_front(a: SceneObject, b: SceneObject) -> bool:
         return False
     if a.nearness is not None and b.nearness is not None:
         return a.nearness > b.nearness + DEPTH_MARGIN
+    by_masks = _front_by_masks(a, b)
+    if by_masks is not None:
+        return by_masks
     if overlap >= 0.8:
         if 2 * _area(a.box) <= _area(b.box):
             return True
         if 2 * _area(b.box) <= _area(a.box):
             return False
     return a.box[3] > b.box[3] + 0.02 * (b.box[3] - b.box[1])
+
+
+def _front_by_masks(a: SceneObject, b: SceneObject) -> bool | None:
+    """Occlusion from masks where they decide it: inside the two boxes' intersection, the object in front owns
+    the pixels (the one behind is cut there). None when either mask is missing or the evidence is weak."""
+    if a.mask is None or b.mask is None:
+        return None
+    x0, y0 = int(max(a.box[0], b.box[0])), int(max(a.box[1], b.box[1]))
+    x1, y1 = int(np.ceil(min(a.box[2], b.box[2]))), int(np.ceil(min(a.box[3], b.box[3])))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    pa = int(a.mask.to_array()[y0:y1, x0:x1].sum())
+    pb = int(b.mask.to_array()[y0:y1, x0:x1].sum())
+    area = (x1 - x0) * (y1 - y0)
+    if max(pa, pb) < 0.15 * area:  # mostly background where they overlap: no evidence
+        return None
+    if pa >= 2 * pb and pb >= 0.03 * area:  # both are there, and `a` owns most of the shared place
+        return True
+    if pb >= 2 * pa and pa >= 0.03 * area:
+        return False
+    return None
 
 
 def assign_depth_ranks(objects: list[SceneObject]) -> list[SceneObject]:

@@ -94,7 +94,7 @@ def test_config_from_toml_and_overrides(tmp_path):
     p = tmp_path / "p.toml"
     p.write_text('[agent]\nllm = "openai:gpt-4o-mini"\nmax_iterations = 5\ndetector = "nanodet"\n')
     cfg = AgentConfig.load(p, max_iterations=1, segmenter=None)
-    assert (cfg.llm, cfg.max_iterations, cfg.detector, cfg.segmenter) == ("openai:gpt-4o-mini", 1, "nanodet", "isnet")
+    assert (cfg.llm, cfg.max_iterations, cfg.detector, cfg.segmenter) == ("openai:gpt-4o-mini", 1, "nanodet", "mobilesam")
     with pytest.raises(ValidationError):
         AgentConfig(detectr="x")
     with pytest.raises(FileNotFoundError):

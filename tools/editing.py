@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from langchain_core.tools import StructuredTool, ToolException
 
 from cielr_agent.actions import Position, Side
-from cielr_agent.masks import box_of, composite, dilate, feather, solid
+from cielr_agent.masks import box_of, composite, dilate, feather, see_through, solid
 from cielr_agent.ssr import RLEMask, SceneObject, in_front
 
 from . import transform
@@ -100,15 +100,33 @@ class _Editor:
         except (KeyError, ValueError) as exc:
             raise ToolException(str(exc)) from None
 
-    def region(self, object_id: int, grow: int | None = None) -> np.ndarray:
+    def region(self, object_id: int, grow: int | None = None, whole: bool = False) -> np.ndarray:
         try:
-            return self.ws.edit_mask(object_id, grow=grow)
+            return self.ws.edit_mask(object_id, grow=grow, whole=whole)
         except (KeyError, ValueError) as exc:
             raise ToolException(str(exc)) from None
 
-    def fill(self, region: np.ndarray) -> np.ndarray:
-        """The current image with `region` filled by the active remover (pixels outside it untouched)."""
-        filled = self.ws.backends.remover.remove(self.ws.image, region)
+    def see_through(self, object_id: int) -> np.ndarray:
+        """Background pockets inside the object (between spokes) that a removal keeps; the other objects are no
+        background sample."""
+        ws = self.ws
+        others = self.others(object_id)
+        return see_through(ws.image, ws.whole_mask(object_id), None if others is None else ~others)
+
+    def others(self, object_id: int) -> np.ndarray | None:
+        """The (known) masks of every other object, grown a little; None when there are none."""
+        ws = self.ws
+        masks = [ws.mask(o.id) for o in ws.scene.objects if o.id != object_id and o.id in ws.known_masks()]
+        return dilate(np.logical_or.reduce(masks), 3) if masks else None
+
+    def fill(self, region: np.ndarray, protect: np.ndarray | None = None) -> np.ndarray:
+        """The current image with `region` filled by the active remover (pixels outside it untouched).
+        `protect` pixels (other objects) are not copied into the hole by removers that take sources."""
+        remover = self.ws.backends.remover
+        if protect is not None and getattr(remover, "takes_protect", False):
+            filled = remover.remove(self.ws.image, region, protect=protect)
+        else:
+            filled = remover.remove(self.ws.image, region)
         return composite(self.ws.image, filled, region.astype(np.float32))
 
     def offset(self, obj: SceneObject, position, anchor_id, side, dx: float, dy: float) -> tuple[float, float]:
@@ -235,9 +253,10 @@ def editing_tools(ws: Workspace, handle_errors: bool = True) -> list[StructuredT
         """Erase an object from the image and fill its place with the surrounding background.
         Objects in front of it keep their pixels."""
         obj = ed.target(object_id)
-        region = ed.region(object_id, grow)
+        region = ed.region(object_id, grow, whole=True) & ~ed.see_through(object_id)
         before = ws.changed_pixels()
-        ws.image = ed.fill(region)
+        others = ed.others(object_id)
+        ws.image = ed.fill(region, protect=None if others is None else others & ~region)
         ws.scene = ws.scene.apply(f"remove #{object_id}", "remove_object", remove=[object_id],
                                   changes=[f"removed #{object_id} {obj.label}"])
         ws.forget_mask(object_id)

@@ -66,7 +66,37 @@ class Workspace:
             "build the initial scene", "detect_objects", add=objects,
             changes=[f"detected {len(objects)} object(s)"],
         )
+        self._segment_all([o.id for o in objects], "segment every detected object")
         return self.scene
+
+    def _segment_all(self, ids: list[int], request: str) -> None:
+        """Masks for several objects at once when the segmenter batches box prompts on one image embedding
+        (MobileSAM): recorded in the SSR, so occlusion is judged from masks, not from boxes alone. Each visible
+        mask is the object's own mask minus the solid masks of the objects found in front of it."""
+        segment_boxes = getattr(self.backends.segmenter, "segment_boxes", None)
+        ids = [i for i in ids if i not in self._masks and self.scene.get(i).mask is None]
+        if segment_boxes is None or not ids:
+            return
+        others = [(o.box, self._masks[o.id]) for o in self.scene.objects if o.id not in ids and o.id in self._masks]
+        raw = dict(zip(ids, segment_boxes(self.image, [self.scene.get(i).box for i in ids], others=others)))
+        updated = []
+        for oid, m in raw.items():
+            obj = self.scene.get(oid)
+            if m.any():
+                updated.append(obj.model_copy(update={
+                    "mask": RLEMask.from_array(m), "nearness": self.nearness_of(m) if obj.nearness is None
+                    else obj.nearness, "attributes": {**obj.attributes, "area_fraction": round(float(m.mean()), 4)}}))
+        if not updated:
+            return
+        self.scene = self.scene.apply(request, "segment_object", modify=updated,
+                                      changes=[f"mask of #{o.id} {o.label}: {o.mask.area} px" for o in updated])
+        for obj in updated:
+            occluders = [raw.get(o.id, None) for o in self.occluders(obj.id)]
+            occluders = [m for m in occluders if m is not None and m.any()]
+            visible = raw[obj.id]
+            if occluders:
+                visible = visible & ~dilate(solid(np.logical_or.reduce(occluders)), OCCLUDER_MARGIN)
+            self._masks[obj.id] = visible if visible.any() else raw[obj.id]
 
     def _new_object(self, oid: int, det, source: str) -> SceneObject:
         box_mask = self._box_mask(det.box)
@@ -104,6 +134,8 @@ class Workspace:
         if added:
             self.scene = self.scene.apply(request, "detect_objects", add=added,
                                           changes=[f"added #{o.id} {o.label}" for o in added])
+            self._segment_all([o.id for o in added], f"segment {', '.join(f'#{o.id}' for o in added)}")
+            added = [self.scene.get(o.id) for o in added]
         return added
 
     def add_segmented(self, label: str, mask: np.ndarray, request: str) -> SceneObject:
@@ -128,7 +160,7 @@ class Workspace:
             return self._masks[object_id]
         obj = self.scene.get(object_id)
         if obj.mask is not None:
-            m = obj.mask.to_array()
+            m = obj.mask.to_array().copy()
         else:
             occluders = [self.mask(o.id) for o in self.occluders(object_id)]
             exclude = dilate(solid(np.logical_or.reduce(occluders)), OCCLUDER_MARGIN) if occluders else None
@@ -153,8 +185,13 @@ class Workspace:
         the masks of its occluders."""
         grow = self.config.mask_dilation if grow is None else grow
         region = dilate(self.whole_mask(object_id) if whole else self.mask(object_id), grow)
+        own = self.scene.get(object_id).mask
         for occ in self.occluders(object_id):
-            region &= ~dilate(solid(self.mask(occ.id)), OCCLUDER_MARGIN)
+            body = solid(self.mask(occ.id))
+            margin = dilate(body, OCCLUDER_MARGIN) & ~body
+            if own is not None:  # margin pixels the segmenter gave to this object are its own (a red tube
+                margin &= ~own.to_array()  # showing beside a dog's head), not the occluder's soft edge
+            region &= ~(body | margin)
         return region
 
     def whole_mask(self, object_id: int) -> np.ndarray:
@@ -164,6 +201,10 @@ class Workspace:
         inside = np.zeros_like(m)
         inside[max(0, int(y0)):int(np.ceil(y1)) + 1, max(0, int(x0)):int(np.ceil(x1)) + 1] = True
         return m & (inside | self.mask(object_id))
+
+    def known_masks(self) -> set[int]:
+        """Ids of the objects whose masks are already computed (asking for others would segment them)."""
+        return set(self._masks)
 
     def set_mask(self, object_id: int, mask: np.ndarray) -> None:
         """Record the object's mask after an edit moved or reshaped it."""

@@ -74,13 +74,15 @@ class AttributeDescriber:
 class ClassicRemover:
     """PatchMatch inpainting from a band around the hole, OpenCV Telea for thin masks."""
 
+    takes_protect = True  # `protect` pixels are never used as PatchMatch sources
+
     def __init__(self, method: str = "auto"):
         self.method = method
 
-    def remove(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def remove(self, image: np.ndarray, mask: np.ndarray, protect: np.ndarray | None = None) -> np.ndarray:
         from .inpainting import remove_object
 
-        return remove_object(image, mask, method=self.method)
+        return remove_object(image, mask, method=self.method, protect=protect)
 
 
 class OklabRecolorer:
