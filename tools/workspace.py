@@ -67,6 +67,10 @@ class Workspace:
             changes=[f"detected {len(objects)} object(s)"],
         )
         self._segment_all([o.id for o in objects], "segment every detected object")
+        hints = getattr(self.backends.detector, "scene_hints", None)
+        if hints is not None:
+            present = {label for o in self.scene.objects for label in (o.label, *o.alternatives)}
+            self.scene = self.scene.model_copy(update={"hints": hints(self.image, present)})
         return self.scene
 
     def _segment_all(self, ids: list[int], request: str) -> None:

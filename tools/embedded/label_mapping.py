@@ -106,10 +106,11 @@ _CLAUSE_BREAK = re.compile(
 )
 
 
-def normalise(text: str) -> str:
-    """Lower-case words only, determiners dropped: "The Red  Car!" -> "red car"."""
+def normalise(text: str, keep_determiners: bool = False) -> str:
+    """Lower-case words only, leading determiners dropped: "The Red  Car!" -> "red car" (with
+    `keep_determiners`, "Four-poster" -> "four poster" keeps its number)."""
     words = re.sub(r"[^a-z0-9 ]+", " ", text.lower().replace("_", " ").replace("-", " ")).split()
-    while words and words[0] in _DETERMINERS:
+    while words and words[0] in _DETERMINERS and not keep_determiners:
         words = words[1:]
     return " ".join(words)
 
@@ -127,7 +128,8 @@ def _singular(word: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _alias_table() -> dict[str, str]:
+def coco_alias_table() -> dict[str, str]:
+    """Normalised COCO label or synonym -> COCO label."""
     table = {label: label for label in COCO_LABELS}
     for label, aliases in SYNONYMS.items():
         for alias in aliases:
@@ -135,11 +137,10 @@ def _alias_table() -> dict[str, str]:
     return table
 
 
-def _lookup(phrase: str) -> str | None:
-    """Exact alias match of a phrase, as written or with its last word made singular."""
+def lookup_alias(phrase: str, table: dict[str, str]) -> str | None:
+    """`table[phrase]`, trying the phrase as written, then with its last word made singular."""
     if not phrase:
         return None
-    table = _alias_table()
     words = phrase.split()
     for candidate in (phrase, " ".join(words[:-1] + [_singular(words[-1])])):
         if candidate in table:
@@ -147,7 +148,12 @@ def _lookup(phrase: str) -> str | None:
     return None
 
 
-_embedder_lock = threading.Lock()
+def subject_phrases(norm: str) -> list[str]:
+    """The trailing phrases of the subject of normalised text, longest first: the subject is what precedes
+    "riding", "of", "on", ... ("a man riding a horse" -> "man"; "brown teddy bear" -> "brown teddy bear",
+    "teddy bear", "bear")."""
+    words = _CLAUSE_BREAK.split(norm, maxsplit=1)[0].split()
+    return [" ".join(words[start:]) for start in range(len(words))]
 
 
 @lru_cache(maxsize=1)
@@ -162,28 +168,41 @@ def _load_embedder() -> Any:
     return load_model(device="cpu")
 
 
+def encode(texts: list[str]) -> np.ndarray:
+    """MiniLM sentence embeddings of `texts`, unit length, [len(texts), 384] float32."""
+    vecs = _load_embedder().encode(texts, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True)
+    return np.asarray(vecs, dtype=np.float32)
+
+
+class LabelEmbeddings:
+    """MiniLM vectors of a fixed list of names, encoded on first use (thread-safe), compared by cosine."""
+
+    def __init__(self, names: tuple[str, ...] | list[str]):
+        self.names = tuple(names)
+        self._vectors: np.ndarray | None = None  # [len(names), 384], unit length
+        self._lock = threading.Lock()
+
+    def vectors(self) -> np.ndarray:
+        with self._lock:
+            if self._vectors is None:
+                self._vectors = encode(list(self.names))
+        return self._vectors
+
+    def similarities(self, text: str) -> np.ndarray:
+        """Cosine similarity of `text` (as given) to each name."""
+        return self.vectors() @ encode([text])[0]
+
+
 class CocoLabelMapper:
     """Free text -> COCO-80 label, by synonym table then MiniLM sentence-embedding similarity."""
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD):
         self.threshold = threshold
-        self._label_vectors: np.ndarray | None = None  # [80, 384], unit length
-
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        model = _load_embedder()
-        vecs = model.encode(texts, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True)
-        return np.asarray(vecs, dtype=np.float32)
-
-    def _labels(self) -> np.ndarray:
-        with _embedder_lock:
-            if self._label_vectors is None:
-                self._label_vectors = self._encode(list(COCO_LABELS))
-        return self._label_vectors
+        self._labels = LabelEmbeddings(COCO_LABELS)
 
     def similarities(self, text: str) -> np.ndarray:
         """Cosine similarity of (normalised) `text` to each of the 80 COCO label names."""
-        query = normalise(text) or text.strip() or text
-        return self._labels() @ self._encode([query])[0]
+        return self._labels.similarities(normalise(text) or text.strip() or text)
 
     def map(self, text: str, top_k: int = 3) -> list[tuple[str, float]]:
         """The `top_k` COCO labels most similar to `text` by embedding, with cosine similarities, best first."""
@@ -196,22 +215,21 @@ class CocoLabelMapper:
         norm = normalise(text)
         if not norm:
             return None
-        label = _lookup(norm)
+        label = lookup_alias(norm, coco_alias_table())
         if label:
             return label
-        words = _CLAUSE_BREAK.split(norm, maxsplit=1)[0].split()  # the subject, before "riding", "of", ...
-        for start in range(len(words)):  # longest trailing phrase first: "brown teddy bear" -> "teddy bear"
-            label = _lookup(" ".join(words[start:]))
+        for phrase in subject_phrases(norm):  # longest trailing phrase first: "brown teddy bear" -> "teddy bear"
+            label = lookup_alias(phrase, coco_alias_table())
             if label:
                 return label
         sims = self.similarities(norm)
         best = int(np.argmax(sims))
-        if sims[best] < self.threshold or _is_fragment(norm, COCO_LABELS[best]):
+        if sims[best] < self.threshold or is_fragment(norm, COCO_LABELS[best]):
             return None
         return COCO_LABELS[best]
 
 
-def _is_fragment(query: str, label: str) -> bool:
+def is_fragment(query: str, label: str) -> bool:
     """True for a bare piece of a label's words: "hair" / "hair drier", "snow" / "snowboard", "glasses"."""
     label_words = label.split()
     return all(any(_singular(w) in lw for lw in label_words) for w in query.split())

@@ -9,6 +9,7 @@ from .mobilesam import MobileSamPredictor, shared_predictor
 from .regions import Region, clean_mask, generate_regions
 
 Box = tuple[float, float, float, float]
+UNION_MIN_IOU = 0.85  # outputs this confident may add the parts the best one dropped
 BOX_SLACK = 0.04  # a mask may leave its (detector-made, often tight) box by this fraction of the box size
 
 
@@ -52,7 +53,7 @@ def mask_box(mask: np.ndarray) -> Box | None:
 class MobileSamSegmenter:
     """MobileSAM behind the Segmenter and PointSegmenter protocols, plus `regions` and batched box prompts."""
 
-    def __init__(self, predictor: MobileSamPredictor | None = None, points_per_side: int = 16):
+    def __init__(self, predictor: MobileSamPredictor | None = None, points_per_side: int = 12):
         self._predictor = predictor
         self.points_per_side = int(points_per_side)
         self._regions: tuple[bytes, list[Region]] | None = None
@@ -85,11 +86,16 @@ class MobileSamSegmenter:
                       if j != i and m.any() and _overlaps(box, b) and not _inside_of(box, b)] for i, box in enumerate(boxes)]
         redo = [i for i, n in enumerate(negatives) if n]
         if redo:
-            for i, m in zip(redo, self._decode([boxes[i] for i in redo], [negatives[i] for i in redo])):
+            avoid = [np.logical_or.reduce([m for j, (b, m) in enumerate(known) if j != i and m.any()
+                                           and _overlaps(boxes[i], b) and not _inside_of(boxes[i], b)]) for i in redo]
+            for i, m in zip(redo, self._decode([boxes[i] for i in redo], [negatives[i] for i in redo], avoid)):
                 first[i] = m
         return [self._inside(m, b) for m, b in zip(first, boxes)]
 
-    def _decode(self, boxes: list[Box], negatives: list[list[tuple[float, float]]]) -> list[np.ndarray]:
+    def _decode(self, boxes: list[Box], negatives: list[list[tuple[float, float]]],
+                avoid: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Best output per box; with `avoid` (the overlapping objects' masks) also the union with the other
+        confident outputs that stay inside the box and off those objects (parts the best one dropped)."""
         p = self.predictor
         h, w = p.image_shape
         width = max(len(n) for n in negatives)
@@ -103,13 +109,16 @@ class MobileSamSegmenter:
             labels[i, width:] = (2.0, 3.0)
         low, iou = p.predict_batch(coords, labels)
         out = []
-        for box, lows, ious in zip(boxes, low, iou):
-            best, best_score = np.zeros((h, w), bool), -1.0
-            for m, s in zip(p.upscale(lows) > 0.0, ious):
-                mb = mask_box(m)
-                score = float(s) * (_box_iou(mb, box) if mb else 0.0)
-                if score > best_score:
-                    best, best_score = m, score
+        for k, (box, lows, ious) in enumerate(zip(boxes, low, iou)):
+            masks = p.upscale(lows) > 0.0
+            scores = [float(s) * (_box_iou(mask_box(m), box) if m.any() else 0.0) for m, s in zip(masks, ious)]
+            best = masks[int(np.argmax(scores))]
+            if avoid is not None:
+                inside = self._inside(np.ones((h, w), bool), box)
+                for m, s in zip(masks, ious):
+                    area = max(1, int(m.sum()))
+                    if s >= UNION_MIN_IOU and (m & ~inside).sum() <= 0.1 * area and (m & avoid[k]).sum() <= 0.05 * area:
+                        best = best | m
             out.append(best)
         return out
 
