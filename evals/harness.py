@@ -46,6 +46,7 @@ class EvalContext:
     profile: str | None = None
     prompt_set: str | None = None
     limit: int | None = None
+    only: str | None = None  # fnmatch pattern of case ids to run now (the others stay as they are)
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def config(self) -> AgentConfig:

@@ -23,6 +23,7 @@ from .metrics import changed_fraction, cost, outside, percentile
 from .report import table
 
 CASES = Path(__file__).parent / "cases" / "reasoning_local.jsonl"
+OPEN_CASES = Path(__file__).parent / "cases" / "reasoning_local_open.jsonl"  # targets that are no COCO class
 TARGET_IOU = 0.5  # box IoU with the gold box that counts as the right object (cases with `target_box`)
 NEEDS_LLM = True
 GALLERY_FIELDS = ("correct", "predicted_action", "predicted_label", "psnr_outside_target", "changed_fraction")
@@ -54,7 +55,7 @@ def score_case(case: dict, summary: dict, alternatives: tuple[str, ...] = ()) ->
 
 
 def cases(ctx) -> list[dict]:
-    return load_cases()[: ctx.limit]
+    return (load_cases() + load_cases(OPEN_CASES))[: ctx.limit]
 
 
 def run_case(case: dict, ctx) -> dict:

@@ -10,6 +10,7 @@ skipped. An exception in one case is recorded in its row (`error`) and the run g
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import importlib
 import json
 import shutil
@@ -109,6 +110,8 @@ def run_suite(suite: str, ctx: EvalContext, *, fresh: bool = False, retry_errors
         _check_settings(suite, ctx, fresh)
         rows = read_rows(ctx.out / RESULTS)
         pending = [c for c in cases if c["id"] not in rows or (retry_errors and "error" in rows[c["id"]])]
+        if ctx.only:
+            pending = [c for c in pending if fnmatch.fnmatch(c["id"], ctx.only)]
         if pending:
             _record_session(ctx, len(pending))
             _run_cases(module, ctx, pending, done=len(cases) - len(pending), total=len(cases), progress=progress)
@@ -157,6 +160,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="only the first N cases (complexbench-plan: N per split, evenly spaced)")
     p.add_argument("--out", help="run folder (default: runs/eval/<suite>); an existing run there is resumed")
     p.add_argument("--data", help=f"data folder (default: {DEFAULT_DATA}; reason-edit: a Reason-Edit folder)")
+    p.add_argument("--only", metavar="PATTERN", help="run only the pending cases whose id matches (e.g. 'open-*'); "
+                   "the report covers every case run so far")
     p.add_argument("--fresh", action="store_true", help="discard the results already in --out and start over")
     p.add_argument("--retry-errors", action="store_true", help="run again the cases whose row has an error")
     p.add_argument("--report-only", action="store_true", help="only rewrite report.md/summary.json/gallery.html")
@@ -167,7 +172,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Run the suite the parsed arguments name; print where the report is. Exit status 2 on setup errors."""
     out = Path(args.out or Path("runs") / "eval" / args.suite)
     ctx = EvalContext(data=Path(args.data or DEFAULT_DATA), out=out, llm=args.llm, profile=args.profile,
-                      prompt_set=args.prompt_set, limit=args.limit)
+                      prompt_set=args.prompt_set, limit=args.limit, only=args.only)
     try:
         summary = run_suite(args.suite, ctx, fresh=args.fresh, retry_errors=args.retry_errors,
                             progress=not args.quiet, report_only=args.report_only)

@@ -13,14 +13,14 @@ import pytest
 
 from cielr_agent.assets import EMBEDDED_PROFILE_ASSETS, is_ready
 from cielr_agent.imaging import load_image
-from cielr_agent.masks import dilate
+from cielr_agent.masks import dilate, erode
 from cielr_agent.tools import Workspace, make_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 DOG = ROOT / "examples" / "dog.jpg"
 PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 
-needs_models = pytest.mark.skipif(not all(is_ready(a) for a in ("centernet", "isnet")),
+needs_models = pytest.mark.skipif(not all(is_ready(a) for a in ("centernet", "mobilesam", "efficientnet-lite3")),
                                   reason="embedded models not set up: run `cielr setup`")
 pytestmark = [pytest.mark.assets, needs_models]
 
@@ -59,12 +59,22 @@ def test_remove_bicycle_keeps_everything_else_identical(dog_ws):
     outside_box = np.ones_like(changed)
     outside_box[max(0, y0 - 16):y1 + 16, max(0, x0 - 16):x1 + 16] = False
     assert not (changed & outside_box).any()
-    assert not (changed & dog_mask).any()
+    assert not (changed & erode(dog_mask, 3)).any()  # the dog in front keeps its pixels (a <= 3 px seam)
+    # probes of the whole bicycle (measured: 1.0, 0.85, 0.90, 0.69, 1.0, 0.80 changed)
+    probes = {"saddle": (slice(135, 150), slice(390, 460)), "seat post": (slice(150, 200), slice(405, 425)),
+              "front wheel left of the dog": (slice(260, 340), slice(125, 145)),
+              "handlebar": (slice(140, 215), slice(140, 180)), "chainring": (slice(320, 370), slice(340, 380)),
+              "rear wheel": (slice(240, 420), slice(380, 570))}
+    for name, where in probes.items():
+        assert changed[where].mean() > 0.5, name
     # the red frame is mostly gone: count strongly red pixels in the bicycle box, outside the dog
     def red(img):
         r, g, b = (img[y0:y1, x0:x1, i].astype(int) for i in range(3))
         return ((r > 150) & (r > g + 60) & (r > b + 60) & ~dog_mask[y0:y1, x0:x1]).sum()
-    assert red(ws.image) < 0.3 * red(ws.original)
+    assert red(ws.image) < 0.05 * red(ws.original)
+    # the wall seen between the spokes stays (a see-through pocket), the fill continues the yellow boards
+    wall = ws.image[300:360, 470:520].reshape(-1, 3).astype(int)
+    assert np.median(wall[:, 0] - wall[:, 2]) > 60 and np.median(wall[:, 1] - wall[:, 2]) > 50  # yellow
     assert changed.sum() > 15000 and not ws.scene.has(bike.id)
 
 

@@ -109,8 +109,6 @@ def _register_embedded() -> None:
     register_backend("detector", "centernet", lambda ctx: eb.CocoDetector("centernet"))
     register_backend("detector", "nanodet", lambda ctx: eb.CocoDetector("nanodet"))
     register_backend("segmenter", "mobilesam", lambda ctx: _mobilesam(ctx))
-    register_backend("segmenter", "isnet", lambda ctx: eb.BoxSegmenter("isnet"))
-    register_backend("segmenter", "u2netp", lambda ctx: eb.BoxSegmenter("u2netp"))
     register_backend("describer", "embedded", lambda ctx: eb.AttributeDescriber())
     register_backend("remover", "patchmatch", lambda ctx: eb.ClassicRemover("auto"))
     register_backend("remover", "telea", lambda ctx: eb.ClassicRemover("telea"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from langchain_core.tools import StructuredTool, ToolException
 
+from cielr_agent.masks import see_through
+
 from .workspace import Workspace
 
 
@@ -81,7 +83,8 @@ def perception_tools(ws: Workspace, handle_errors: bool = True) -> list[Structur
             m = ws.mask(object_id)
         except (KeyError, ValueError) as exc:
             raise ToolException(str(exc)) from None
-        attrs = ws.backends.describer.describe(ws.image, m, obj.box, detail=True)
+        own = m & ~see_through(ws.image, m, tolerance=20)  # not the background seen through it (between spokes)
+        attrs = ws.backends.describer.describe(ws.image, own if own.any() else m, obj.box, detail=True)
         obj = ws.scene.get(object_id)
         updated = obj.model_copy(update={"attributes": {**obj.attributes, **attrs}})
         ws.scene = ws.scene.apply(f"describe #{object_id}", "describe_object", modify=[updated],

@@ -43,25 +43,6 @@ class CocoDetector:
         return self._mapper.resolve(text)
 
 
-class BoxSegmenter:
-    """Box-prompted masks: a salient-object network on the box crop, extended by a GrabCut colour model."""
-
-    def __init__(self, model: str = "isnet", refine: bool = True):
-        self.model = model
-        self.refine = refine
-        self._net = None
-
-    def segment_box(self, image: np.ndarray, box: Box, exclude: np.ndarray | None = None) -> np.ndarray:
-        from .segmentation import make_segmenter, refine_mask
-
-        if self._net is None:
-            self._net = make_segmenter(self.model)
-        mask = self._net.segment_box(image, box)
-        if self.refine:
-            mask = refine_mask(image, mask, box, exclude)
-        return mask if exclude is None else mask & ~exclude
-
-
 class AttributeDescriber:
     """Attribute extraction: colour names, size, position (the embedded stand-in for a captioner)."""
 

@@ -92,7 +92,7 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def generate_regions(predictor: MobileSamPredictor, image: np.ndarray, points_per_side: int = 12,
                      pred_iou_thresh: float = 0.85, stability_thresh: float = 0.9, nms_iou: float = 0.7,
-                     min_area_fraction: float = 0.002, max_area_fraction: float = 0.9, batch: int = 64
+                     min_area_fraction: float = 0.002, max_area_fraction: float = 0.9, batch: int = 16
                      ) -> list[Region]:
     """Regions of an RGB image, largest first. Reuses the predictor's embedding when the image is the same."""
     predictor.set_image(image)
