@@ -65,7 +65,8 @@ class MobileSamPredictor:
             opts.inter_op_num_threads = 1
             opts.log_severity_level = 3
             opts.enable_cpu_mem_arena = False
-            providers = ["CPUExecutionProvider"]
+            opts.enable_mem_pattern = False  # the decoder sees many prompt-batch shapes; a plan per shape grew
+            providers = ["CPUExecutionProvider"]  # the process by gigabytes over an evaluation run
             self._sessions = (ort.InferenceSession(str(encoder), opts, providers=providers),
                               ort.InferenceSession(str(decoder), opts, providers=providers))
         return self._sessions
