@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from cielr_agent.masks import iou as mask_iou
+
 from .mobilesam import LOW_RES, MobileSamPredictor
 
 
@@ -85,11 +87,6 @@ def clean_mask(mask: np.ndarray, min_area: int) -> np.ndarray:
     return mask
 
 
-def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = np.logical_and(a, b).sum()
-    return float(inter) / float(max(1, np.logical_or(a, b).sum()))
-
-
 def generate_regions(predictor: MobileSamPredictor, image: np.ndarray, points_per_side: int = 12,
                      pred_iou_thresh: float = 0.85, stability_thresh: float = 0.9, nms_iou: float = 0.7,
                      min_area_fraction: float = 0.002, max_area_fraction: float = 0.9, batch: int = 16
@@ -129,7 +126,7 @@ def generate_regions(predictor: MobileSamPredictor, image: np.ndarray, points_pe
     for i in keep:
         full = cv2.resize(low[i], (w, h), interpolation=cv2.INTER_LINEAR) > 0.0
         full = clean_mask(full, max(16, min_area // 4))
-        if full.sum() < min_area or any(_mask_iou(full, r.mask) > 0.85 for r in regions):
+        if full.sum() < min_area or any(mask_iou(full, r.mask) > 0.85 for r in regions):
             continue
         ys, xs = np.nonzero(full)
         regions.append(Region(mask=full, box=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)),

@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from cielr_agent.masks import box_iou, box_of
+
 from .mobilesam import MobileSamPredictor, shared_predictor
 from .regions import Region, clean_mask, generate_regions
 
 Box = tuple[float, float, float, float]
 UNION_MIN_IOU = 0.85  # outputs this confident may add the parts the best one dropped
 BOX_SLACK = 0.04  # a mask may leave its (detector-made, often tight) box by this fraction of the box size
-
-
-def _box_iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _overlaps(a: Box, b: Box) -> bool:
@@ -41,13 +35,6 @@ def _inner_point(mask: np.ndarray) -> tuple[float, float]:
     dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return float(x), float(y)
-
-
-def mask_box(mask: np.ndarray) -> Box | None:
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return None
-    return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
 
 
 class MobileSamSegmenter:
@@ -111,7 +98,7 @@ class MobileSamSegmenter:
         out = []
         for k, (box, lows, ious) in enumerate(zip(boxes, low, iou)):
             masks = p.upscale(lows) > 0.0
-            scores = [float(s) * (_box_iou(mask_box(m), box) if m.any() else 0.0) for m, s in zip(masks, ious)]
+            scores = [float(s) * (box_iou(box_of(m), box) if m.any() else 0.0) for m, s in zip(masks, ious)]
             best = masks[int(np.argmax(scores))]
             if avoid is not None:
                 inside = self._inside(np.ones((h, w), bool), box)
