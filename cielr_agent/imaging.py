@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 import tempfile
 from pathlib import Path
@@ -60,3 +62,9 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write a text file via a temp file and rename."""
     _atomic(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return Path(path)
+
+
+def image_key(image: np.ndarray) -> str:
+    """A cheap identity of an image's pixels: shape, dtype and a hash of the bytes."""
+    data = np.ascontiguousarray(image)
+    return f"{data.shape}:{data.dtype}:{hashlib.blake2b(data.data, digest_size=16).hexdigest()}"

@@ -9,13 +9,14 @@ Runtime needs onnxruntime, numpy and OpenCV only; the ONNX files are exported on
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from cielr_agent.imaging import image_key
 
 IMAGE_SIZE = 1024
 LOW_RES = 256
@@ -42,7 +43,7 @@ class MobileSamPredictor:
         self._threads = threads
         self._sessions = None
         self._lock = threading.RLock()
-        self._key: bytes | None = None
+        self._key: str | None = None
         self._embedding: np.ndarray | None = None
         self._shape = (0, 0)
         self._scale = 1.0
@@ -78,7 +79,7 @@ class MobileSamPredictor:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be HxWx3 uint8 RGB, got {image.shape} {image.dtype}")
-        key = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest()
+        key = image_key(image)
         with self._lock:
             if key == self._key:
                 return

@@ -10,11 +10,12 @@ regions cost ≈ 8–15 s per image (12×12 point prompts, then up to 48 crops c
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from typing import Iterable
 
 import numpy as np
+
+from cielr_agent.imaging import image_key
 
 from ..protocols import Box, Detection
 from .backends import CocoDetector
@@ -37,7 +38,7 @@ class OpenVocabularyDetector:
         self._mapper = None
         self._classifier = None
         self._segmenter = None
-        self._labelled: tuple[bytes, list[tuple[object, list[tuple[str, float]]]]] | None = None
+        self._labelled: tuple[str, list[tuple[object, list[tuple[str, float]]]]] | None = None
         self._lock = threading.Lock()
 
     # --- parts ------------------------------------------------------------------------------------------
@@ -100,7 +101,7 @@ class OpenVocabularyDetector:
 
     def labelled_regions(self, image: np.ndarray) -> list:
         """(region, top ImageNet classes) for every class-agnostic region of the image, cached per image."""
-        key = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest()
+        key = image_key(image)
         with self._lock:
             if self._labelled is None or self._labelled[0] != key:
                 regions = self.segmenter.regions(image)[:MAX_REGIONS]  # largest first

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cielr_agent.imaging import image_key
 from cielr_agent.masks import box_iou, box_of
 
 from .mobilesam import MobileSamPredictor, shared_predictor
@@ -43,7 +44,7 @@ class MobileSamSegmenter:
     def __init__(self, predictor: MobileSamPredictor | None = None, points_per_side: int = 12):
         self._predictor = predictor
         self.points_per_side = int(points_per_side)
-        self._regions: tuple[bytes, list[Region]] | None = None
+        self._regions: tuple[str, list[Region]] | None = None
 
     @property
     def predictor(self) -> MobileSamPredictor:
@@ -143,9 +144,7 @@ class MobileSamSegmenter:
 
     def regions(self, image: np.ndarray) -> list[Region]:
         """Class-agnostic regions of the image (cached per image)."""
-        import hashlib
-
-        key = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest()
+        key = image_key(image)
         if self._regions is None or self._regions[0] != key:
             self._regions = (key, generate_regions(self.predictor, image, points_per_side=self.points_per_side))
         return self._regions[1]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from cielr_agent.errors import MissingWeightsError
+from cielr_agent.imaging import image_key  # noqa: F401 - re-exported for the foundation backends
 
 from ..backends import BackendContext
 from ..model_manager import resolve_device, resolve_dtype
@@ -83,8 +83,3 @@ def _is_module(obj: Any) -> bool:
 
     return isinstance(obj, torch.nn.Module)
 
-
-def image_key(image: np.ndarray) -> str:
-    """A cheap identity of an image's pixels: shape, dtype and a hash of the bytes."""
-    data = np.ascontiguousarray(image)
-    return f"{data.shape}:{data.dtype}:{hashlib.blake2b(data.data, digest_size=16).hexdigest()}"
