@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 
 class RemoveAction(BaseModel):
@@ -156,26 +156,28 @@ class PlannedStep(BaseModel):
         return ACTION_ADAPTER.validate_python(data)
 
 
-class PlanDecision(BaseModel):
-    """The LLM's plan: one sentence of reasoning first, then the steps."""
+def _decision_order(schema: dict, _cls: type) -> None:
+    # required in the JSON schema (so a grammar emits reason, detect, steps in this order) yet defaulted in Python
+    schema["required"] = ["reason", "detect", "steps"]
+
+
+class EditDecision(BaseModel):
+    """The LLM's one decision per round: the plan's steps, or first what the detector should look for.
+
+    `detect` names things the scene lacks (the graph detects them and asks again); `describe` asks for one
+    object's look. With neither and no steps the image has nothing the instruction means."""
+
+    model_config = ConfigDict(json_schema_extra=_decision_order)
 
     reason: str = Field(max_length=160, description="one sentence: which object(s) the instruction means and why")
-    steps: list[PlannedStep] = Field(max_length=6, description="empty when the image has no object the instruction means")
+    detect: list[str] = Field(default_factory=list, max_length=3,
+                              description="plain names of things to look for first, when the list lacks them; else []")
+    steps: list[PlannedStep] = Field(default_factory=list, max_length=6,
+                                     description="the actions; empty while detect or describe asks for more")
+    describe: int | None = Field(None, description="an object id whose look decides the choice (steps empty)")
 
     def to_plan(self) -> EditPlan:
         return EditPlan(rationale=self.reason, actions=[s.to_action() for s in self.steps])
-
-
-ToolName = Literal["detect_objects", "segment_object", "describe_object", "plan"]
-
-
-class ReasonDecision(BaseModel):
-    """One step of the reasoning loop: gather more scene information with a tool, or plan now."""
-
-    thought: str = Field(max_length=100, description="one short sentence about what is known or missing")
-    next: ToolName = Field(description="'plan' when the scene already lists the objects the instruction needs")
-    labels: list[str] = Field(default_factory=list, description="for detect_objects: object names to look for")
-    object_id: int | None = Field(None, description="for segment_object / describe_object: the object id")
 
 
 class SearchDecision(BaseModel):

@@ -87,8 +87,22 @@ def _cmd_setup(args: argparse.Namespace) -> int:
     paths = ensure_assets(names, progress=lambda m: _stderr(f"[{time.perf_counter() - t0:6.1f}s] {m}"))
     for name, path in paths.items():
         print(f"{name}: {path}")
+    if "qwen2.5-coder-1.5b" in paths:
+        _warm_prompt_prefixes(lambda m: _stderr(f"[{time.perf_counter() - t0:6.1f}s] {m}"))
     _stderr(f"setup done in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _warm_prompt_prefixes(progress) -> None:
+    """Evaluate the embedded LLM's fixed system prompts once and store their KV states, so that a fresh
+    `cielr edit` restores them instead of spending seconds on them."""
+    from cielr_agent.config import AgentConfig
+    from cielr_agent.llm import make_chat_model
+    from cielr_agent.prompts import render
+
+    model, prompt_set = make_chat_model("embedded"), AgentConfig().prompt_set
+    for name in ("decide_system", "search_system"):
+        progress(f"LLM prompt prefix {prompt_set}/{name}: {model.warm_prefix(render(name, prompt_set))}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

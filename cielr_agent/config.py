@@ -34,7 +34,7 @@ class AgentConfig(BaseModel):
     min_score: float = Field(0.3, ge=0.0, le=1.0, description="detection confidence for the initial scene")
     refine_min_score: float = Field(0.15, ge=0.0, le=1.0, description="confidence when the LLM asks for labels")
     max_iterations: int = Field(3, ge=0, le=12, description="bound on perception tool calls in the reasoning loop")
-    prompt_set: str = "v3"
+    prompt_set: str = "v4"
     confirm: bool = False
     verify: bool = True
     mask_dilation: int = Field(7, ge=0, description="pixels the edit mask grows before removal")

@@ -17,6 +17,7 @@ class LLMCall(BaseModel):
     node: str
     seconds: float
     input_tokens: int = 0
+    cached_tokens: int = 0  # of input_tokens, those whose KV state was reused (not evaluated again)
     output_tokens: int = 0
     attempts: int = 1
     output: str = ""

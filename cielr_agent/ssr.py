@@ -163,32 +163,45 @@ class SceneGraph(BaseModel):
         )
 
     def render(self, knowledge: dict[str, str] | None = None) -> str:
-        """A compact text view of the SSR for an LLM prompt; a label's knowledge card goes right under the first
-        object that has it (once: twelve people get one person card)."""
+        """A compact text view of the SSR for an LLM prompt: what a decision needs and few tokens besides.
+
+        A label's knowledge card goes right under the first object that has it (once: twelve people get one
+        person card); a "could also be" label gets the card's first clause. `near` relations are left out."""
         knowledge = knowledge or {}
         carded: set[str] = set()
-        lines = [f"Image {self.width}x{self.height} px. Objects:"]
+        ranked = any(o.depth_rank is not None for o in self.objects)
+        lines = [f"Image {self.width}x{self.height} px{'; depth 0 = nearest' if ranked else ''}. Objects:"]
         if not self.objects:
             lines.append("  (none detected)")
         for o in self.objects:
             x0, y0, x1, y1 = (round(v) for v in o.box)
-            attrs = ", ".join(f"{k}: {v}" for k, v in o.attributes.items() if k != "area_fraction")
-            depth = f", depth rank {o.depth_rank} (0 = nearest)" if o.depth_rank is not None else ""
+            depth = f" depth {o.depth_rank}" if o.depth_rank is not None else ""
             if o.nearness is not None:
                 depth += f", nearness {o.nearness:.2f} (1 = closest)"
-            lines.append(f"  #{o.id} {o.label} (confidence {o.score:.2f}) box [{x0},{y0},{x1},{y1}]{depth}; {attrs}")
-            for label in [o.label, *o.alternatives]:
+            lines.append(f"  #{o.id} {o.label} box [{x0},{y0},{x1},{y1}]{depth}; {_attributes_text(o.attributes)}")
+            for i, label in enumerate([o.label, *o.alternatives]):
                 if label in knowledge and label not in carded:
                     carded.add(label)
-                    lines.append(f"     {label}: {knowledge[label]}")
-        if self.relations:
+                    card = knowledge[label] if i == 0 else knowledge[label].split(";")[0].rstrip(".") + "."
+                    lines.append(f"     {label}: {card}")
+        shown = [r for r in self.relations if r.predicate != "near"]
+        if shown:
             names = {o.id: f"#{o.id} {o.label}" for o in self.objects}
-            rel = [f"{names[r.subject]} {r.predicate.replace('_', ' ')} {names[r.object]}" for r in self.relations]
+            rel = [f"{names[r.subject]} {r.predicate.replace('_', ' ')} {names[r.object]}" for r in shown]
             lines.append("Relations: " + "; ".join(rel))
         if self.hints:
-            lines.append("The image may also show (not located yet; detect_objects finds them): "
-                         + ", ".join(self.hints))
+            lines.append("The image may also show (not located yet; detect them first): " + ", ".join(self.hints))
         return "\n".join(lines)
+
+
+_PLAIN_ATTRIBUTES = ("color", "secondary_color", "position", "size")  # values that read well without their key
+
+
+def _attributes_text(attributes: dict) -> str:
+    """Attribute values for the prompt: colours, position and size as bare words, the rest as key: value."""
+    plain = [str(attributes[k]) for k in _PLAIN_ATTRIBUTES if k in attributes]
+    keyed = [f"{k}: {v}" for k, v in attributes.items() if k not in _PLAIN_ATTRIBUTES and k != "area_fraction"]
+    return ", ".join(plain + keyed)
 
 
 def _overlap(a: Box, b: Box) -> float:

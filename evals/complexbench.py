@@ -2,8 +2,8 @@
 
 No image is used. Each case's scene is built from the gold objects (the `ori obj` of its edit pairs, placed by
 their position words: "left clock", "foreground giraffe"), plus two distractor COCO objects; the graph's own
-plan step (`graphs.nodes.plan`: the plan prompts, validation and one repair retry) turns the joined 3-step
-instruction into actions. Gold edit types map to our actions (delete object → remove, color → recolor,
+decision step (`graphs.nodes.decide` with no detection left to ask for: the same prompt, validation and one
+repair retry) turns the joined 3-step instruction into actions. Gold edit types map to our actions (delete object → remove, color → recolor,
 change object → replace, add object → add); the other types, and steps on an object that an earlier step
 creates, are "unsupported" and reported on their own. Predicted steps are aligned to gold steps by object
 first, then by order.
@@ -167,7 +167,7 @@ def cases(ctx) -> list[dict]:
 
 
 def _text_only_context(ctx, scene):
-    """A graph runtime whose workspace only carries the config: the plan step reads nothing else."""
+    """A graph runtime whose workspace only carries the config: the decision step reads nothing else."""
     from langgraph.runtime import Runtime
 
     from cielr_agent.graphs import EditContext
@@ -181,22 +181,22 @@ def _text_only_context(ctx, scene):
 
 def run_case(case: dict, ctx) -> dict:
     from cielr_agent.errors import TargetNotFoundError
-    from cielr_agent.graphs.nodes import plan as plan_step
+    from cielr_agent.graphs.nodes import decide
     from cielr_agent.llm import LLMOutputError
 
     scene, ids = build_scene(case)
-    state = {"instruction": case["instruction"], "scene": scene, "observations": []}
+    # a text-only scene has nothing more to detect: the first decision is final
+    state = {"instruction": case["instruction"], "scene": scene, "observations": [], "searched": True,
+             "iterations": ctx.config().max_iterations}
     row: dict = {"scene": scene.render(), "status": "planned"}
     try:
-        update = plan_step(state, _text_only_context(ctx, scene))
+        update = decide(state, _text_only_context(ctx, scene))
         plan = update["plan"]
         actions = [a.model_dump() for a in plan.actions]
         row.update(plan={"rationale": plan.rationale, "actions": actions},
                    llm={"calls": len(update["llm_calls"]), "seconds": round(update["timings"]["llm"], 2),
                         "input_tokens": sum(c.input_tokens for c in update["llm_calls"]),
                         "output_tokens": sum(c.output_tokens for c in update["llm_calls"])})
-        if not actions:  # the graph would search the image next; this text-only scene has nothing more
-            row.update(status="no plan", failure=f"empty plan: {plan.rationale}")
     except (TargetNotFoundError, LLMOutputError) as exc:  # no plan: every gold step is missed
         actions = []
         row.update(plan={"rationale": None, "actions": []}, status="no plan", failure=f"{type(exc).__name__}: {exc}")

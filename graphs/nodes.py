@@ -12,7 +12,7 @@ from langchain_core.tools import ToolException
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from cielr_agent.actions import EditPlan, PlanDecision, ReasonDecision, SearchDecision
+from cielr_agent.actions import EditDecision, EditPlan, SearchDecision
 from cielr_agent.errors import EditError, TargetNotFoundError
 from cielr_agent.llm import structured_call
 from cielr_agent.masks import box_iou
@@ -22,7 +22,7 @@ from cielr_agent.ssr import RLEMask
 from cielr_agent.tools import editing_tools, perception_tools
 from cielr_agent.tools.protocols import Detection
 
-from .state import EditContext, EditState
+from .state import EditContext, EditState, PerceptionRequest
 
 PRESENCE_LEFT = 0.3  # classifier probability of a removed (region-found) object's label that means "still there"
 ACTION_TOOLS = {
@@ -49,7 +49,7 @@ def _scene_text(state: EditState, ctx: EditContext, knowledge: bool = True) -> s
 
 def _llm_record(node: str, reply) -> LLMCall:
     return LLMCall(node=node, seconds=round(reply.seconds, 3), input_tokens=reply.input_tokens,
-                   output_tokens=reply.output_tokens, attempts=reply.attempts,
+                   cached_tokens=reply.cached_tokens, output_tokens=reply.output_tokens, attempts=reply.attempts,
                    output=reply.value.model_dump_json())
 
 
@@ -66,130 +66,120 @@ def perceive(state: EditState, runtime: Runtime[EditContext]) -> dict:
             "timings": {"perceive": time.perf_counter() - t0}}
 
 
-def reason(state: EditState, runtime: Runtime[EditContext]) -> dict:
-    """Ask the LLM whether to gather more scene information (which tool, which arguments) or to plan."""
+def decide(state: EditState, runtime: Runtime[EditContext]) -> dict:
+    """One LLM call: the plan, or (bounded by `max_iterations`) one perception request first.
+
+    The system prompt is the same for every call, so its evaluated prefix is reused; the scene, the
+    instruction and the notes of earlier rounds come last. Invalid plans (unknown ids, bad colours,
+    implausible placements) go back to the LLM once with the reason."""
     ctx = runtime.context
-    config = ctx.workspace.config
-    if state.get("iterations", 0) >= config.max_iterations:
-        return {"pending": None}
+    ps = ctx.workspace.config.prompt_set
     observations = state.get("observations", [])
-    obs_text = "".join(f"Already done: {o}\n" for o in observations)
+    can_ask = state.get("iterations", 0) < ctx.workspace.config.max_iterations
+    notes = "".join(f"Note: {o}\n" for o in observations)
+    if not can_ask:
+        notes += "Note: no more detection is possible; answer with steps for the listed objects.\n"
     messages = [
-        SystemMessage(render("reason_system", config.prompt_set)),
-        HumanMessage(render("reason_user", config.prompt_set, scene=_scene_text(state, ctx, knowledge=False),
-                            instruction=state["instruction"], observations=obs_text)),
+        SystemMessage(render("decide_system", ps)),
+        HumanMessage(render("decide_user", ps, scene=_scene_text(state, ctx), instruction=state["instruction"],
+                            notes=notes)),
     ]
-    scene = state["scene"]
+    asked = {_request_key_text(o) for o in observations}
 
-    def validate(decision: ReasonDecision) -> None:
-        if decision.next == "detect_objects" and not decision.labels:
-            raise ValueError("detect_objects needs a non-empty 'labels' list")
-        if decision.next in ("segment_object", "describe_object") and not (
-            decision.object_id is not None and scene.has(decision.object_id)
-        ):
-            raise ValueError(f"{decision.next} needs an object_id from the list: {[o.id for o in scene.objects]}")
+    def validate(decision: EditDecision) -> None:
+        if decision.describe is not None and not state["scene"].has(decision.describe):
+            raise ValueError(f"describe {decision.describe} does not exist; valid objects: {_ids(state['scene'])}")
+        request = _request(decision, ctx.workspace)
+        if request is None or not can_ask or _request_key(request) in asked:
+            validate_plan(decision, state)  # this decision is final: its steps must be executable
 
-    _progress(runtime, "reason", "LLM: is the scene enough?")
-    reply = structured_call(ctx.model, ReasonDecision, messages, retries=1, validate=validate)
-    decision: ReasonDecision = reply.value
-    if decision.next == "detect_objects":
-        decision = _without_known_labels(decision, ctx.workspace)
-    pending = None if decision.next == "plan" else decision
-    if pending is not None and _request_key(pending) in {_request_key_text(o) for o in observations}:
-        pending = None  # asked before: stop gathering
-    return {"pending": pending, "iterations": state.get("iterations", 0) + 1,
-            "llm_calls": [_llm_record("reason", reply)], "timings": {"llm": reply.seconds}}
-
-
-def _without_known_labels(decision: ReasonDecision, ws) -> ReasonDecision:
-    """Drop requested labels the scene already holds; with none left, the decision becomes "plan"."""
-    present = {label for o in ws.scene.objects for label in (o.label, *o.alternatives)}
-    wanted = [t for t in decision.labels if ws.backends.detector.resolve_label(t) not in present]
-    if not wanted:
-        return decision.model_copy(update={"next": "plan", "labels": []})
-    return decision.model_copy(update={"labels": wanted})
+    _progress(runtime, "decide", "LLM: deciding the edit")
+    reply = structured_call(ctx.model, EditDecision, messages, retries=1, validate=validate)
+    decision: EditDecision = reply.value
+    record = {"llm_calls": [_llm_record("decide", reply)], "timings": {"llm": reply.seconds}}
+    request = _request(decision, ctx.workspace)
+    if request is not None and can_ask and _request_key(request) not in asked:
+        return {**record, "pending": request, "iterations": state.get("iterations", 0) + 1, "status": "gathering"}
+    edit_plan = validate_plan(decision, state)
+    if not edit_plan.actions:
+        if not state.get("searched"):
+            _progress(runtime, "decide", f"no target yet: {edit_plan.rationale}")
+            return {**record, "pending": None, "plan": edit_plan, "status": "searching"}
+        raise _not_found(edit_plan.rationale, state["scene"])
+    _progress(runtime, "decide", f"plan: {edit_plan.rationale}")
+    return {**record, "pending": None, "plan": edit_plan, "status": "planned"}
 
 
-def _request_key(d: ReasonDecision) -> str:
-    args = {"labels": sorted(d.labels)} if d.next == "detect_objects" else {"object_id": d.object_id}
-    return f"{d.next}({json.dumps(args, sort_keys=True)})"
+def _ids(scene) -> str:
+    return ", ".join(f"#{o.id} {o.label}" for o in scene.objects) or "none"
+
+
+def _request(decision: EditDecision, ws) -> PerceptionRequest | None:
+    """The perception tool a decision asks for: detect the labels the scene lacks, else describe an object."""
+    if decision.detect:
+        present = {label for o in ws.scene.objects for label in (o.label, *o.alternatives)}
+        wanted = [t for t in decision.detect if t.strip() and ws.backends.detector.resolve_label(t) not in present]
+        if wanted:
+            return PerceptionRequest(tool="detect_objects", labels=wanted)
+    if decision.describe is not None and not decision.steps:
+        return PerceptionRequest(tool="describe_object", object_id=decision.describe)
+    return None
+
+
+def _request_key(request: PerceptionRequest) -> str:
+    args = {"labels": sorted(request.labels)} if request.tool == "detect_objects" else {"object_id": request.object_id}
+    return f"{request.tool}({json.dumps(args, sort_keys=True)})"
 
 
 def _request_key_text(observation: str) -> str:
     return observation.split(" -> ", 1)[0]
 
 
-def route_after_reason(state: EditState) -> str:
-    return "gather" if state.get("pending") is not None else "plan"
+def route_after_decide(state: EditState) -> str:
+    status = state.get("status")
+    return "gather" if status == "gathering" else "search" if status == "searching" else "approve"
 
 
 def gather(state: EditState, runtime: Runtime[EditContext]) -> dict:
-    """Run the perception tool the LLM asked for; its observation and the grown SSR feed the next round."""
+    """Run the perception tool the LLM asked for; its observation and the grown SSR feed the next decision."""
     ws = runtime.context.workspace
-    decision: ReasonDecision = state["pending"]
+    request: PerceptionRequest = state["pending"]
     tools = {t.name: t for t in perception_tools(ws, handle_errors=False)}
-    args = {"labels": decision.labels} if decision.next == "detect_objects" else {"object_id": decision.object_id}
-    _progress(runtime, "gather", f"{decision.next} {args}")
+    args = {"labels": request.labels} if request.tool == "detect_objects" else {"object_id": request.object_id}
+    _progress(runtime, "gather", f"{request.tool} {args}")
     t0 = time.perf_counter()
     try:
-        observation = tools[decision.next].invoke(args)
+        observation = tools[request.tool].invoke(args)
     except ToolException as exc:
         observation = f"error: {exc}"
     seconds = time.perf_counter() - t0
-    key = _request_key(decision)
-    return {"scene": ws.scene, "pending": None, "observations": [f"{key} -> {observation}"],
-            "tool_calls": [ToolCall(node="gather", tool=decision.next, args=args, observation=observation,
+    return {"scene": ws.scene, "pending": None, "status": "gathered",
+            "observations": [f"{_request_key(request)} -> {observation}"],
+            "tool_calls": [ToolCall(node="gather", tool=request.tool, args=args, observation=observation,
                                     seconds=round(seconds, 3))],
             "timings": {"perception_tools": seconds}}
 
 
-def validate_plan(decision: PlanDecision, state: EditState) -> EditPlan:
-    """Typed plan from the LLM's decision; ValueError (fed back to the LLM) when it is not executable."""
+def validate_plan(decision: EditDecision, state: EditState) -> EditPlan:
+    """Typed plan from the LLM's decision; ValueError (fed back to the LLM) when it is not executable or a
+    placement makes no physical sense."""
     from cielr_agent.tools.embedded.recolor import parse_color
+    from cielr_agent.tools.placement import check_plan_placements
 
     plan = decision.to_plan()
     scene = state["scene"]
-    ids = ", ".join(f"#{o.id} {o.label}" for o in scene.objects) or "none"
     for action in plan.actions:
         for name, oid in (("object_id", getattr(action, "target", None)), ("anchor_id", getattr(action, "anchor", None))):
             if oid is not None and not scene.has(oid):
-                raise ValueError(f"{name} {oid} does not exist; valid objects: {ids}")
+                raise ValueError(f"{name} {oid} does not exist; valid objects: {_ids(scene)}")
         if action.type == "recolor":
             parse_color(action.color)
+    check_plan_placements(plan, scene, state["instruction"])
     return plan
 
 
-def plan(state: EditState, runtime: Runtime[EditContext]) -> dict:
-    """Turn the instruction into explicit actions (structured output, validated, retried once on error)."""
-    ctx = runtime.context
-    ps = ctx.workspace.config.prompt_set
-    notes = "".join(f"Note: {o}\n" for o in state.get("observations", []))
-    messages = [
-        SystemMessage(render("plan_system", ps)),
-        HumanMessage(render("plan_user", ps, scene=_scene_text(state, ctx), instruction=state["instruction"],
-                            notes=notes)),
-    ]
-    _progress(runtime, "plan", "LLM: planning the edit")
-    reply = structured_call(ctx.model, PlanDecision, messages, retries=1,
-                            validate=lambda d: validate_plan(d, state))
-    edit_plan = validate_plan(reply.value, state)
-    record = {"plan": edit_plan, "llm_calls": [_llm_record("plan", reply)], "timings": {"llm": reply.seconds}}
-    if not edit_plan.actions:
-        if not state.get("searched"):
-            _progress(runtime, "plan", f"no target yet: {edit_plan.rationale}")
-            return {**record, "status": "searching"}
-        raise _not_found(edit_plan.rationale, state["scene"])
-    _progress(runtime, "plan", f"plan: {edit_plan.rationale}")
-    return {**record, "status": "planned"}
-
-
 def _not_found(rationale: str, scene, searched: str = "") -> TargetNotFoundError:
-    objects = ", ".join(f"#{o.id} {o.label}" for o in scene.objects) or "none"
-    return TargetNotFoundError(f"nothing to edit: {rationale}{searched} (objects in the image: {objects})")
-
-
-def route_after_plan(state: EditState) -> str:
-    return "search" if state.get("status") == "searching" else "approve"
+    return TargetNotFoundError(f"nothing to edit: {rationale}{searched} (objects in the image: {_ids(scene)})")
 
 
 def search(state: EditState, runtime: Runtime[EditContext]) -> dict:
@@ -221,7 +211,7 @@ def search(state: EditState, runtime: Runtime[EditContext]) -> dict:
     _progress(runtime, "search", f"detect_objects {labels}: {observation}")
     if not found:
         raise _not_found(rationale, ws.scene, f"; also looked for {', '.join(labels) or 'nothing'}: {observation}")
-    return {"scene": ws.scene, "searched": True,
+    return {"scene": ws.scene, "searched": True, "status": "searched",
             "observations": [f"{reply.value.thought.strip()} The detector looked for {', '.join(labels)} -> "
                              f"{observation.replace(chr(10), '; ')}. The instruction means the object(s) found."],
             "llm_calls": [_llm_record("search", reply)],
@@ -298,6 +288,7 @@ def verify(state: EditState, runtime: Runtime[EditContext]) -> dict:
     changed = np.any(ws.image != ws.original, axis=2)
     notes: list[str] = []
     corrections: list[ExecutedAction] = []
+    notes += _placement_notes(ws, state)
     for action in state["plan"].actions:
         if action.type != "remove" or not initial.has(action.target):
             continue
@@ -322,6 +313,24 @@ def verify(state: EditState, runtime: Runtime[EditContext]) -> dict:
                      f"{'gone' if not _still_seen(ws, gone) else 'still detected'}")
     return {"scene": ws.scene, "verification": notes, "executed": corrections, "status": "verified",
             "timings": {"verify": time.perf_counter() - t0}}
+
+
+def _placement_notes(ws, state: EditState) -> list[str]:
+    """For each moved or duplicated object: is it fully visible where it was put?"""
+    from cielr_agent.tools.placement import moved_fully_visible
+
+    initial, notes = state["initial_scene"], []
+    for action in state["plan"].actions:
+        if action.type not in ("move", "duplicate") or not initial.has(action.target):
+            continue
+        before = initial.get(action.target)
+        source = f"duplicate of #{before.id}"
+        placed = [o for o in ws.scene.objects if (o.id == before.id) == (action.type == "move")
+                  and (action.type == "move" or o.source == source)]
+        if placed and placed[-1].mask is not None and before.mask is not None:
+            problem = moved_fully_visible(before, placed[-1].mask.to_array())
+            notes.append(problem or f"#{before.id} {before.label}: fully visible where it was put")
+    return notes
 
 
 def _still_seen(ws, gone) -> list:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Annotated, TypedDict
+from typing import Annotated, Literal, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 
-from cielr_agent.actions import EditPlan, ReasonDecision
+from pydantic import BaseModel
+
+from cielr_agent.actions import EditPlan
 from cielr_agent.results import ExecutedAction, LLMCall, ToolCall
 from cielr_agent.ssr import SceneGraph
 from cielr_agent.tools import Workspace
@@ -22,6 +24,14 @@ def add_timings(left: dict[str, float] | None, right: dict[str, float] | None) -
     return out
 
 
+class PerceptionRequest(BaseModel):
+    """A perception tool the LLM asked for before planning."""
+
+    tool: Literal["detect_objects", "describe_object"]
+    labels: list[str] = []
+    object_id: int | None = None
+
+
 class EditState(TypedDict, total=False):
     """Checkpointed state: the instruction, the SSR chain, the reasoning trace, the plan and what ran."""
 
@@ -29,11 +39,11 @@ class EditState(TypedDict, total=False):
     scene: SceneGraph
     initial_scene: SceneGraph
     iterations: int
-    pending: ReasonDecision | None
+    pending: PerceptionRequest | None
     searched: bool  # the one extra detection round after an empty plan has run
     observations: Annotated[list[str], operator.add]
     plan: EditPlan | None
-    status: str  # planned | searching | rejected | executed | verified
+    status: str  # gathering | gathered | searching | searched | planned | rejected | executed | verified
     llm_calls: Annotated[list[LLMCall], operator.add]
     tool_calls: Annotated[list[ToolCall], operator.add]
     executed: Annotated[list[ExecutedAction], operator.add]

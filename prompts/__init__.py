@@ -43,7 +43,7 @@ def _find(file_name: str, prompt_set: str) -> Path | None:
 
 
 @lru_cache(maxsize=64)
-def load_prompt(name: str, prompt_set: str = "v2") -> str:
+def load_prompt(name: str, prompt_set: str = "v4") -> str:
     """The text of template `name` (without .txt) in `prompt_set`."""
     path = _find(f"{name}.txt", prompt_set)
     if path is None:
@@ -52,7 +52,7 @@ def load_prompt(name: str, prompt_set: str = "v2") -> str:
 
 
 @lru_cache(maxsize=8)
-def load_knowledge(prompt_set: str = "v2") -> dict[str, str]:
+def load_knowledge(prompt_set: str = "v4") -> dict[str, str]:
     """Short knowledge cards per label: the COCO detector labels (`knowledge_cards.json`) first, then the
     ImageNet classifier's display labels (`imagenet_cards.json`, built by scripts/build_imagenet_vocabulary.py);
     a COCO card wins where both have a label. Each file comes from the set or, through `extends`, its base;
@@ -66,7 +66,7 @@ def load_knowledge(prompt_set: str = "v2") -> dict[str, str]:
     return cards
 
 
-def render(name: str, prompt_set: str = "v2", **values: str) -> str:
+def render(name: str, prompt_set: str = "v4", **values: str) -> str:
     """Load template `name` and fill its {placeholders} (other braces, e.g. JSON examples, stay as they are)."""
     text = load_prompt(name, prompt_set)
     for key, value in values.items():

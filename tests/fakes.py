@@ -56,6 +56,16 @@ class BoxSegmenter:
         return m if exclude is None else m & ~exclude
 
 
+class ExactBoxSegmenter:
+    """The full box as the mask (exact, so expected pixels can be computed)."""
+
+    def segment_box(self, image, box, exclude=None):
+        m = np.zeros(image.shape[:2], bool)
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        m[y0:y1, x0:x1] = True
+        return m if exclude is None else m & ~exclude
+
+
 class MeanFillRemover:
     """Fills the hole with the mean colour of the image outside it."""
 

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from cielr_agent import AgentConfig, EditPlan, EditResult, SceneGraph, SceneObject
-from cielr_agent.actions import ACTION_ADAPTER, PlanDecision, PlannedStep, RecolorAction, RemoveAction
+from cielr_agent.actions import ACTION_ADAPTER, EditDecision, PlannedStep, RecolorAction, RemoveAction
 from cielr_agent.assets import AssetError, asset_path, require_asset
 from cielr_agent.imaging import ImageInputError, load_image, save_image_atomic
 from cielr_agent.prompts import load_knowledge, load_prompt, render
@@ -82,7 +82,7 @@ def test_actions_plan_and_result_round_trip():
 
 
 def test_planned_steps_convert_or_name_the_missing_field():
-    d = PlanDecision(reason="x", steps=[PlannedStep(action="recolor", object_id=2, color="red")])
+    d = EditDecision(reason="x", steps=[PlannedStep(action="recolor", object_id=2, color="red")])
     assert d.to_plan().actions == [RecolorAction(target=2, color="red")]
     for step, missing in [(PlannedStep(action="remove"), "object_id"), (PlannedStep(action="recolor", object_id=1), "color"),
                           (PlannedStep(action="add"), "prompt"), (PlannedStep(action="resize", object_id=1), "scale")]:
@@ -102,16 +102,16 @@ def test_config_from_toml_and_overrides(tmp_path):
 
 
 def test_prompts_load_by_name_and_from_a_folder(tmp_path):
-    assert "planner" in load_prompt("plan_system")
+    assert "planner" in load_prompt("decide_system") and "detect" in load_prompt("decide_system", "v4")
     cards = load_knowledge("v1")
     from cielr_agent.tools.embedded.coco_detection import COCO_LABELS
 
     assert list(cards)[: len(COCO_LABELS)] == list(COCO_LABELS) and "no engine" in cards["bicycle"]
     assert "stripes" not in cards["giraffe"].split(";")[0] and "sound" in cards["loudspeaker"]  # + ImageNet cards
-    (tmp_path / "plan_user.txt").write_text("S={scene} I={instruction} {notes}{\"json\": 1}")
-    assert render("plan_user", str(tmp_path), scene="a", instruction="b", notes="") == 'S=a I=b {"json": 1}'
+    (tmp_path / "decide_user.txt").write_text("S={scene} I={instruction} {notes}{\"json\": 1}")
+    assert render("decide_user", str(tmp_path), scene="a", instruction="b", notes="") == 'S=a I=b {"json": 1}'
     with pytest.raises(FileNotFoundError, match="bundled sets: v1"):
-        load_prompt("plan_user", "no-such-set")
+        load_prompt("decide_user", "no-such-set")
 
 
 def test_assets_errors_are_actionable(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ pytest.importorskip("segment_anything", reason="the full extra is not installed 
 
 import cielr_agent  # noqa: E402
 from cielr_agent import cli  # noqa: E402
-from cielr_agent.actions import PlanDecision, PlannedStep, ReasonDecision  # noqa: E402
+from cielr_agent.actions import EditDecision, PlannedStep  # noqa: E402
 from cielr_agent.imaging import load_image, save_image_atomic  # noqa: E402
 from scripted_model import ScriptedChatModel  # noqa: E402
 from tiny_detectors import build_tiny_grounding_dino, build_tiny_owlv2  # noqa: E402
@@ -84,9 +84,8 @@ def write_profile(path: Path, models: dict, detector: str, segmenter: str) -> Pa
 def test_every_action_through_the_full_backends(models, photo, tmp_path, detector, segmenter):
     profile = write_profile(tmp_path / "full.toml", models, detector, segmenter)
     model = ScriptedChatModel([
-        ReasonDecision(thought="need detail on #1", next="describe_object", object_id=1),
-        ReasonDecision(thought="enough", next="plan"),
-        PlanDecision(reason="exercise every generative and geometric action", steps=[
+        EditDecision(reason="need detail on #1", describe=1),
+        EditDecision(reason="exercise every generative and geometric action", steps=[
             PlannedStep(action="move", object_id=1, position="left"),
             PlannedStep(action="replace", object_id=1, prompt="a red ball"),
             PlannedStep(action="add", prompt="a cat", box=[100, 20, 150, 70]),
@@ -116,8 +115,7 @@ def test_every_action_through_the_full_backends(models, photo, tmp_path, detecto
 
 def test_cli_edit_with_a_full_profile(models, photo, tmp_path, monkeypatch, capsys):
     profile = write_profile(tmp_path / "full.toml", models, "grounding-dino", "sam")
-    script = [ReasonDecision(thought="enough", next="plan"),
-              PlanDecision(reason="the first object", steps=[PlannedStep(action="remove", object_id=1)])]
+    script = [EditDecision(reason="the first object", steps=[PlannedStep(action="remove", object_id=1)])]
     monkeypatch.setattr(cielr_agent.api, "make_chat_model", lambda *a, **k: ScriptedChatModel(script))
     out = tmp_path / "cli.png"
     code = cli.main(["edit", str(photo), "remove the first object", "--profile", str(profile), "-o", str(out),

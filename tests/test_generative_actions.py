@@ -14,8 +14,7 @@ from cielr_agent.tools import Workspace, editing_tools
 from cielr_agent.tools.backends import Backends
 from cielr_agent.tools.embedded.backends import AttributeDescriber, OklabRecolorer
 from cielr_agent.tools.protocols import Detection
-from fakes import FakeDetector, MeanFillRemover
-from test_geometry import ExactBoxSegmenter
+from fakes import ExactBoxSegmenter, FakeDetector, MeanFillRemover
 
 PROFILES = Path(__file__).resolve().parents[1] / "examples" / "profiles"
 

@@ -9,7 +9,7 @@ import pytest
 from langchain_core.tools import ToolException
 
 import cielr_agent
-from cielr_agent.actions import PlanDecision, PlannedStep, ReasonDecision
+from cielr_agent.actions import EditDecision, PlannedStep
 from cielr_agent.imaging import load_image
 from cielr_agent.masks import dilate
 from cielr_agent.tools import Workspace, editing_tools, register_backend
@@ -17,20 +17,10 @@ from cielr_agent.tools import transform as tf
 from cielr_agent.tools.embedded.backends import AttributeDescriber, OklabRecolorer
 from cielr_agent.tools.backends import Backends
 from cielr_agent.tools.protocols import Detection
-from fakes import FakeDetector, MeanFillRemover, dog_scene_detections
+from fakes import ExactBoxSegmenter, FakeDetector, MeanFillRemover, dog_scene_detections
 from scripted_model import ScriptedChatModel
 
 DOG = Path(__file__).resolve().parents[1] / "examples" / "dog.jpg"
-
-
-class ExactBoxSegmenter:
-    """The full box as the mask (exact, so expected pixels can be computed)."""
-
-    def segment_box(self, image, box, exclude=None):
-        m = np.zeros(image.shape[:2], bool)
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
-        m[y0:y1, x0:x1] = True
-        return m if exclude is None else m & ~exclude
 
 
 def square_scene(two_tone: bool = False):
@@ -146,9 +136,9 @@ def test_move_through_the_graph_keeps_other_pixels(tmp_path):
     register_backend("detector", "fake-geo", lambda ctx: det)
     register_backend("segmenter", "fake-exact", lambda ctx: ExactBoxSegmenter())
     register_backend("remover", "fake-mean", lambda ctx: MeanFillRemover())
-    plan = PlanDecision(reason="the truck goes left",
+    plan = EditDecision(reason="the truck goes left",
                         steps=[PlannedStep(action="move", object_id=3, position="left")])
-    model = ScriptedChatModel([ReasonDecision(thought="enough", next="plan"), plan])
+    model = ScriptedChatModel([plan])
     out = tmp_path / "moved.png"
     result = cielr_agent.edit(DOG, "move the truck to the left", out, llm=model, detector="fake-geo",
                               segmenter="fake-exact", remover="fake-mean")

@@ -11,7 +11,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
 
 import cielr_agent
-from cielr_agent.actions import PlanDecision, PlannedStep, ReasonDecision, SearchDecision
+from cielr_agent.actions import EditDecision, PlannedStep, SearchDecision
 from cielr_agent.errors import EditError, InstructionError, TargetNotFoundError
 from cielr_agent.graphs import EditContext, EditState, build_edit_graph
 from cielr_agent.imaging import load_image
@@ -24,12 +24,12 @@ from scripted_model import ScriptedChatModel
 DOG = Path(__file__).resolve().parents[1] / "examples" / "dog.jpg"
 
 
-def plan_now(thought="the scene lists what is needed"):
-    return ReasonDecision(thought=thought, next="plan")
-
-
 def remove(oid, reason="target"):
-    return PlanDecision(reason=reason, steps=[PlannedStep(action="remove", object_id=oid)])
+    return EditDecision(reason=reason, steps=[PlannedStep(action="remove", object_id=oid)])
+
+
+def nothing(reason):
+    return EditDecision(reason=reason)
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ FAKE = {"detector": "fake", "segmenter": "fake", "remover": "fake"}
 
 
 def test_remove_changes_only_the_target_and_keeps_the_occluder(detector, tmp_path):
-    model = ScriptedChatModel([plan_now(), remove(1, "the bicycle has no engine")])
+    model = ScriptedChatModel([remove(1, "the bicycle has no engine")])
     out = tmp_path / "out.png"
     before = DOG.read_bytes()
     result = cielr_agent.edit(DOG, "Remove the vehicle that has no engine", out, llm=model, **FAKE)
@@ -67,14 +67,13 @@ def test_remove_changes_only_the_target_and_keeps_the_occluder(detector, tmp_pat
     assert [o.label for o in final.objects] == ["dog", "truck"]
     tools = [u.tool for u in final.history]
     assert tools[0] == "detect_objects" and "segment_object" in tools and "remove_object" in tools
-    assert [c.node for c in result.llm_calls] == ["reason", "plan"]
+    assert [c.node for c in result.llm_calls] == ["decide"]
     assert result.summary_json()["plan"]["actions"][0]["target"]["label"] == "bicycle"
 
 
-def test_reason_loop_gathers_missing_objects(detector):
+def test_decision_loop_gathers_missing_objects(detector):
     model = ScriptedChatModel([
-        ReasonDecision(thought="no cup listed", next="detect_objects", labels=["cups"]),
-        plan_now(),
+        EditDecision(reason="no cup listed", detect=["cups"]),
         remove(4, "the cup"),
     ])
     result = cielr_agent.edit(DOG, "remove the cup", llm=model, dry_run=True, **FAKE)
@@ -84,46 +83,50 @@ def test_reason_loop_gathers_missing_objects(detector):
     assert result.summary_json()["plan"]["actions"][0]["target"]["label"] == "cup"  # found while reasoning
     assert result.tool_calls[0].tool == "detect_objects" and "cup" in result.tool_calls[0].observation
     second_prompt = model.calls[1][-1].content
-    assert "Already done: detect_objects" in second_prompt and "#4 cup" in second_prompt
+    assert "Note: detect_objects" in second_prompt and "#4 cup" in second_prompt
+    assert model.calls[0][0].content == model.calls[1][0].content  # one fixed system prompt: a reusable prefix
     assert detector.calls[-1] == (0.15, ("cup",))
 
 
 def test_loop_is_bounded_by_max_iterations(detector):
     model = ScriptedChatModel([
-        ReasonDecision(thought="colour?", next="describe_object", object_id=1),
-        ReasonDecision(thought="shape?", next="segment_object", object_id=2),
-        remove(1),
+        EditDecision(reason="colour?", describe=1),
+        EditDecision(reason="the truck?", detect=["cup"]),
+        EditDecision(reason="more?", detect=["person"], steps=[PlannedStep(action="remove", object_id=1)]),
     ])
     result = cielr_agent.edit(DOG, "remove the bicycle", llm=model, dry_run=True, max_iterations=2, **FAKE)
-    assert [c.node for c in result.llm_calls] == ["reason", "reason", "plan"]
-    assert [t.tool for t in result.tool_calls] == ["describe_object", "segment_object"]
-    assert model.remaining == 0
+    assert [c.node for c in result.llm_calls] == ["decide"] * 3
+    assert [t.tool for t in result.tool_calls] == ["describe_object", "detect_objects"]
+    assert "no more detection is possible" in model.calls[2][-1].content
+    assert result.plan.actions[0].target == 1 and model.remaining == 0
 
 
 def test_repeated_request_stops_gathering(detector):
-    ask = ReasonDecision(thought="colour?", next="describe_object", object_id=1)
-    model = ScriptedChatModel([ask, ask, remove(1)])
+    ask = EditDecision(reason="colour?", describe=1)
+    model = ScriptedChatModel([ask, ask, SearchDecision(thought="a bicycle", labels=["bicycle"]), remove(1)])
     result = cielr_agent.edit(DOG, "remove the bicycle", llm=model, dry_run=True, **FAKE)
-    assert len(result.tool_calls) == 1 and [c.node for c in result.llm_calls] == ["reason", "reason", "plan"]
+    # the repeated request is not run again: that decision is final, and its empty plan leads to the search round
+    assert len([t for t in result.tool_calls if t.node == "gather"]) == 1
+    assert [c.node for c in result.llm_calls] == ["decide", "decide", "search", "decide"]
 
 
 def test_invalid_plan_is_retried_once_with_the_error(detector):
-    model = ScriptedChatModel([plan_now(), remove(99), remove(2)])
+    model = ScriptedChatModel([remove(99), remove(2)])
     result = cielr_agent.edit(DOG, "remove the dog", llm=model, dry_run=True, **FAKE)
     assert result.plan.actions[0].target == 2 and result.llm_calls[-1].attempts == 2
-    retry_text = " ".join(str(m.content) for m in model.calls[2])
+    retry_text = " ".join(str(m.content) for m in model.calls[1])
     assert "object_id 99 does not exist" in retry_text
 
 
 def test_malformed_output_twice_raises_clear_error(detector):
-    model = ScriptedChatModel([plan_now(), "not json at all", '{"steps": "nope"}'])
+    model = ScriptedChatModel(["not json at all", '{"steps": "nope"}'])
     with pytest.raises(LLMOutputError):
         cielr_agent.edit(DOG, "remove the dog", llm=model, dry_run=True, **FAKE)
 
 
 def test_recolor_changes_hue_inside_only(detector, tmp_path):
-    plan = PlanDecision(reason="the truck", steps=[PlannedStep(action="recolor", object_id=3, color="blue")])
-    model = ScriptedChatModel([plan_now(), plan])
+    plan = EditDecision(reason="the truck", steps=[PlannedStep(action="recolor", object_id=3, color="blue")])
+    model = ScriptedChatModel([plan])
     out = tmp_path / "blue.png"
     result = cielr_agent.edit(DOG, "make the truck blue", out, llm=model, **FAKE)
     edited, original = load_image(out), load_image(DOG)
@@ -136,8 +139,8 @@ def test_recolor_changes_hue_inside_only(detector, tmp_path):
 
 
 def test_generative_actions_fail_clearly_before_writing(detector, tmp_path):
-    plan = PlanDecision(reason="swap", steps=[PlannedStep(action="replace", object_id=2, prompt="a cat")])
-    model = ScriptedChatModel([plan_now(), plan])
+    plan = EditDecision(reason="swap", steps=[PlannedStep(action="replace", object_id=2, prompt="a cat")])
+    model = ScriptedChatModel([plan])
     out = tmp_path / "out.png"
     with pytest.raises(EditError, match="generative"):
         cielr_agent.edit(DOG, "replace the dog with a cat", out, llm=model, **FAKE)
@@ -145,7 +148,7 @@ def test_generative_actions_fail_clearly_before_writing(detector, tmp_path):
 
 
 def test_missing_target_is_reported_after_one_search(detector):
-    model = ScriptedChatModel([plan_now(), PlanDecision(reason="there is no cat in the image", steps=[]),
+    model = ScriptedChatModel([nothing("there is no cat in the image"),
                                SearchDecision(thought="a cat", labels=["cat"])])
     with pytest.raises(TargetNotFoundError, match="no cat in the image; also looked for cat: 'cat' is not some"):
         cielr_agent.edit(DOG, "remove the cat", llm=model, dry_run=True, **FAKE)
@@ -154,19 +157,18 @@ def test_missing_target_is_reported_after_one_search(detector):
 
 def test_empty_plan_searches_once_with_plain_names_and_plans_again(detector):
     model = ScriptedChatModel([
-        plan_now(),
-        PlanDecision(reason="no listed object is for drinking coffee", steps=[]),
+        nothing("no listed object is for drinking coffee"),
         SearchDecision(thought="Coffee is drunk from a cup.", labels=["cup", "mug"]),
         remove(4, "the cup"),
     ])
     result = cielr_agent.edit(DOG, "remove what you drink coffee from", llm=model, dry_run=True, **FAKE)
-    assert [c.node for c in result.llm_calls] == ["reason", "plan", "search", "plan"]
+    assert [c.node for c in result.llm_calls] == ["decide", "search", "decide"]
     assert result.plan.actions[0].target == 4 and result.scene.get(4).label == "cup"
     assert result.tool_calls[-1].tool == "detect_objects" and result.tool_calls[-1].args == {"labels": ["cup", "mug"]}
-    search_prompt = model.calls[2][-1].content
+    search_prompt = model.calls[1][-1].content
     assert "Instruction: remove what you drink coffee from" in search_prompt
     assert "knows only" not in search_prompt  # the fake detector declares no closed vocabulary
-    replan = model.calls[3][-1].content
+    replan = model.calls[2][-1].content
     assert ("Note: Coffee is drunk from a cup. The detector looked for cup, mug -> 'mug' is not something this "
             "detector can find; in the scene: #4 cup; (1 newly added). The instruction means the object(s) found.") in replan
 
@@ -174,14 +176,13 @@ def test_empty_plan_searches_once_with_plain_names_and_plans_again(detector):
 def test_search_happens_once_and_names_a_closed_vocabulary(detector):
     detector.closed_vocabulary = ("bicycle", "dog", "truck", "cup")
     model = ScriptedChatModel([
-        plan_now(),
-        PlanDecision(reason="nothing fits", steps=[]),
+        nothing("nothing fits"),
         SearchDecision(thought="maybe the dog", labels=["dog"]),
-        PlanDecision(reason="still nothing fits", steps=[]),
+        nothing("still nothing fits"),
     ])
     with pytest.raises(TargetNotFoundError, match="still nothing fits"):
         cielr_agent.edit(DOG, "remove the unicorn", llm=model, dry_run=True, **FAKE)
-    assert "The detector knows only these kinds of object: bicycle, dog, truck, cup." in model.calls[2][-1].content
+    assert "The detector knows only these kinds of object: bicycle, dog, truck, cup." in model.calls[1][-1].content
     assert model.remaining == 0
 
 
@@ -200,7 +201,7 @@ def test_empty_instruction_and_bad_image(detector, tmp_path):
 
 @pytest.mark.parametrize("answer,status", [(False, "rejected"), (True, "verified")])
 def test_confirm_interrupts_for_approval(detector, tmp_path, answer, status):
-    model = ScriptedChatModel([plan_now(), remove(2)])
+    model = ScriptedChatModel([remove(2)])
     seen = []
     out = tmp_path / "out.png"
     result = cielr_agent.edit(DOG, "remove the dog", out, llm=model, confirm=True,
@@ -212,7 +213,7 @@ def test_confirm_interrupts_for_approval(detector, tmp_path, answer, status):
 
 def test_verify_runs_one_corrective_round(detector, tmp_path):
     detector.sticky = True
-    model = ScriptedChatModel([plan_now(), remove(3)])
+    model = ScriptedChatModel([remove(3)])
     result = cielr_agent.edit(DOG, "remove the truck", tmp_path / "o.png", llm=model, **FAKE)
     # the fake detector still "sees" the truck after removal: one corrective removal, then reported
     assert result.verification == ["#3 truck: corrective removal; still detected"]
@@ -222,21 +223,21 @@ def test_verify_runs_one_corrective_round(detector, tmp_path):
 
 def test_stream_checkpoint_and_subgraph(detector):
     ws = Workspace.open(DOG, cielr_agent.AgentConfig(**FAKE))
-    model = ScriptedChatModel([plan_now(), remove(1)])
+    model = ScriptedChatModel([remove(1)])
     graph = build_edit_graph(checkpointer=InMemorySaver())
     cfg = {"configurable": {"thread_id": "t1"}}
     nodes = [next(iter(chunk)) for chunk in graph.stream({"instruction": "remove the bicycle"}, cfg,
                                                          context=EditContext(ws, model), stream_mode="updates")]
-    assert nodes == ["perceive", "reason", "plan", "approve", "execute", "verify"]
+    assert nodes == ["perceive", "decide", "approve", "execute", "verify"]
     history = list(graph.get_state_history(cfg))
-    assert len(history) >= 6 and history[0].values["status"] == "verified"
+    assert len(history) >= 5 and history[0].values["status"] == "verified"
 
     parent = StateGraph(EditState, context_schema=EditContext)
     parent.add_node("edit", build_edit_graph())
     parent.add_edge(START, "edit")
     ws2 = Workspace.open(DOG, cielr_agent.AgentConfig(**FAKE))
     out = parent.compile().invoke({"instruction": "remove the dog"},
-                                  context=EditContext(ws2, ScriptedChatModel([plan_now(), remove(2)])))
+                                  context=EditContext(ws2, ScriptedChatModel([remove(2)])))
     assert out["status"] == "verified" and not out["scene"].has(2)
 
 
@@ -264,7 +265,36 @@ def test_tools_work_in_a_prebuilt_react_agent(detector):
 
 
 def test_detect_request_for_listed_labels_goes_straight_to_planning(detector):
-    model = ScriptedChatModel([ReasonDecision(thought="check", next="detect_objects", labels=["bike", "dogs"]),
-                               remove(1)])
+    model = ScriptedChatModel([EditDecision(reason="check", detect=["bike", "dogs"],
+                                            steps=[PlannedStep(action="remove", object_id=1)])])
     result = cielr_agent.edit(DOG, "remove the bike", llm=model, dry_run=True, **FAKE)
-    assert result.tool_calls == [] and [c.node for c in result.llm_calls] == ["reason", "plan"]
+    assert result.tool_calls == [] and [c.node for c in result.llm_calls] == ["decide"]
+
+
+def test_implausible_placement_goes_back_to_the_llm_once(detector, tmp_path):
+    """"Move the dog to the right side of the porch": beside the truck across the street is refused with the
+    reason, the corrected plan (a position) runs, and the dog stays whole, inside the frame, on its ground."""
+    across = EditDecision(reason="the porch is by the truck", steps=[
+        PlannedStep(action="move", object_id=2, anchor_id=3, side="right")])
+    position = EditDecision(reason="the porch is not listed: a position", steps=[
+        PlannedStep(action="move", object_id=2, position="right")])
+    model = ScriptedChatModel([across, position])
+    result = cielr_agent.edit(DOG, "Move the dog to the right side of the porch", tmp_path / "o.png", llm=model,
+                              **FAKE)
+    retry = str(model.calls[1][-1].content)
+    assert "rejected" in retry and "#3 truck is far from #2 dog" in retry and "outside the image" in retry
+    assert result.llm_calls[0].attempts == 2 and result.plan.actions[0].position == "right"
+    before, after = result.scenes[0].get(2), result.scene.get(2)
+    from cielr_agent.masks import box_of
+
+    mask, old = after.mask.to_array(), BoxSegmenter().segment_box(load_image(DOG), before.box)
+    (x0, _, x1, bottom), old_bottom = box_of(mask), box_of(old)[3]
+    assert x1 <= 768 and x0 > 384 and abs(bottom - old_bottom) <= 2  # at the right, on the same ground
+    assert mask.sum() >= 0.9 * old.sum()
+
+
+def test_a_second_implausible_placement_fails_with_the_reason(detector):
+    across = EditDecision(reason="beside the truck", steps=[PlannedStep(action="move", object_id=2, anchor_id=3)])
+    with pytest.raises(LLMOutputError, match="far from #2 dog"):
+        cielr_agent.edit(DOG, "Move the dog to the right side of the porch", llm=ScriptedChatModel([across, across]),
+                         dry_run=True, **FAKE)

@@ -380,3 +380,45 @@ def test_qwen_picks_object_without_engine():
           f"attempts={reply.attempts}, value={reply.value!r}")
     assert reply.value.object_id == 1
 
+
+
+SYSTEM = ("You are a careful assistant that names objects in photos. " * 12).strip()  # > MIN_PREFIX_TOKENS
+
+
+@pytest.mark.assets
+def test_tiny_system_prefix_is_reused_and_restored_from_disk(tmp_path):
+    pytest.importorskip("llama_cpp")
+    from cielr_agent.assets import ensure_asset
+    from cielr_agent.llm import llamacpp_chat
+    from cielr_agent.llm.prefix_states import PrefixStates
+
+    model = ChatLlamaCpp(model_path=str(ensure_asset("smollm2-135m")), n_ctx=1024, max_tokens=8)
+    llama, _ = llamacpp_chat.load_llama(model.model_path, 1024, model._threads())
+    states = PrefixStates(llama, model.model_path, tmp_path)  # this test's own folder, in place of the cache's
+    monkey = pytest.MonkeyPatch()
+    monkey.setitem(llamacpp_chat._PREFIXES, model._key(), states)
+    try:
+        ask = lambda text: model.invoke([SystemMessage(SYSTEM), HumanMessage(text)])  # noqa: E731
+        first = ask("Name a fruit.")
+        assert first.response_metadata["prefix"] == "evaluated" and list(tmp_path.glob("*.state"))
+        second = ask("Name a colour.")
+        cached = second.usage_metadata["input_token_details"]["cache_read"]
+        assert second.response_metadata["prefix"] == "live" and 64 <= cached < second.usage_metadata["input_tokens"]
+        # another prompt in between, then a fresh store (a new process): the prefix comes back from disk,
+        # and greedy decoding gives exactly what a full evaluation gives
+        model.invoke([HumanMessage("Say hi.")])
+        reference = ask("Name a colour.").content
+        model.invoke([HumanMessage("Say hi.")])
+        monkey.setitem(llamacpp_chat._PREFIXES, model._key(),
+                       PrefixStates(llama, model.model_path, tmp_path))
+        restored = ask("Name a colour.")
+        assert restored.response_metadata["prefix"] == "disk" and restored.content == reference
+        # a damaged state file is never loaded: the prefix is evaluated again and the file rewritten
+        state = next(tmp_path.glob("*.state"))
+        state.write_bytes(b"garbage")
+        model.invoke([HumanMessage("Say hi.")])
+        monkey.setitem(llamacpp_chat._PREFIXES, model._key(),
+                       PrefixStates(llama, model.model_path, tmp_path))
+        assert ask("Name a colour.").response_metadata["prefix"] == "evaluated" and state.stat().st_size > 1000
+    finally:
+        monkey.undo()

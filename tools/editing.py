@@ -13,15 +13,14 @@ import numpy as np
 from pydantic import BaseModel, Field
 from langchain_core.tools import StructuredTool, ToolException
 
-from cielr_agent.actions import Position, Side
+from cielr_agent.actions import (AddAction, DuplicateAction, FlipAction, MoveAction, Position, ResizeAction,
+                                 Side)
 from cielr_agent.masks import box_of, composite, dilate, feather, see_through, solid
 from cielr_agent.ssr import RLEMask, SceneObject, in_front
 
-from . import transform
+from . import placement, transform
 from .perception import ObjectArgs
 from .workspace import OCCLUDER_MARGIN, Workspace
-
-MIN_ADD_SIZE = 8  # px: the smallest box an object can be added in
 
 
 class RemoveArgs(ObjectArgs):
@@ -129,20 +128,12 @@ class _Editor:
             filled = remover.remove(self.ws.image, region)
         return composite(self.ws.image, filled, region.astype(np.float32))
 
-    def offset(self, obj: SceneObject, position, anchor_id, side, dx: float, dy: float) -> tuple[float, float]:
-        """The shift that places `obj` as asked: a named position, then beside an anchor, then (dx, dy)."""
-        ox = oy = 0.0
-        if position is not None:
-            px, py = transform.position_offset(obj.box, self.ws.scene.width, self.ws.scene.height, position)
-            ox, oy = ox + px, oy + py
-        if anchor_id is not None:
-            if anchor_id == obj.id:
-                raise ToolException("an object cannot be placed beside itself; name another anchor_id")
-            anchor = self.target(anchor_id)
-            box = tuple(v + d for v, d in zip(obj.box, (ox, oy, ox, oy)))
-            ax, ay = transform.beside_offset(box, anchor.box, side or "right")
-            ox, oy = ox + ax, oy + ay
-        return ox + dx, oy + dy
+    def matrix(self, action: placement.Geometric) -> np.ndarray:
+        """The affine map that carries out a geometric action (placement.destination_matrix)."""
+        try:
+            return placement.destination_matrix(self.ws.scene, action)
+        except (KeyError, ValueError) as exc:
+            raise ToolException(str(exc)) from None
 
     def paste(self, obj: SceneObject, matrix: np.ndarray, keep_original: bool) -> tuple[np.ndarray, np.ndarray]:
         """Cut `obj`, fill its hole (unless kept), paste it through `matrix`; returns (image, new mask).
@@ -172,8 +163,6 @@ class _Editor:
     def placed_object(self, obj: SceneObject, oid: int, image: np.ndarray, mask: np.ndarray,
                       source: str) -> SceneObject:
         box = tuple(float(v) for v in box_of(mask))
-        x0, y0, x1, y1 = box
-        box = (x0, y0, x1 + 1, y1 + 1)
         attrs = {**obj.attributes, **self.ws.backends.describer.describe(image, mask, box),
                  "area_fraction": round(float(mask.mean()), 4)}
         return obj.model_copy(update={"id": oid, "box": box, "mask": RLEMask.from_array(mask), "attributes": attrs,
@@ -214,33 +203,12 @@ class _Editor:
         out = self.generator(action).inpaint(self.ws.image, region, prompt)
         return composite(self.ws.image, out, region.astype(np.float32))
 
-    def free_side_offset(self, obj: SceneObject) -> float:
-        """Horizontal shift for a copy placed beside the object: to the right when it fits, else to the left,
-        else on the side with more room (overlapping the original)."""
-        room_left, room_right = obj.box[0], self.ws.scene.width - obj.box[2]
-        step = (obj.box[2] - obj.box[0]) * (1 + transform.GAP)
-        if max(room_left, room_right) < 1:
-            raise ToolException(f"#{obj.id} {obj.label} spans the whole image width; give a position or dx/dy")
-        if room_right >= step or (room_left < step and room_right >= room_left):
-            return min(step, room_right)
-        return -min(step, room_left)
-
-    def add_box(self, box, anchor_id, side) -> tuple[float, float, float, float]:
-        w, h = self.ws.scene.width, self.ws.scene.height
-        if box is None:
-            if anchor_id is None:
-                raise ToolException("add needs a box [x0, y0, x1, y1] or an anchor_id to place the object beside")
-            anchor = self.target(anchor_id)
-            dx, dy = transform.beside_offset(anchor.box, anchor.box, side or "right")
-            box = [anchor.box[0] + dx, anchor.box[1] + dy, anchor.box[2] + dx, anchor.box[3] + dy]
-        x0, y0, x1, y1 = (float(v) for v in box)
-        x0, x1 = sorted((max(0.0, min(w, x0)), max(0.0, min(w, x1))))
-        y0, y1 = sorted((max(0.0, min(h, y0)), max(0.0, min(h, y1))))
-        if x1 - x0 < MIN_ADD_SIZE or y1 - y0 < MIN_ADD_SIZE:
-            raise ToolException(f"the box {list(box)} leaves less than {MIN_ADD_SIZE} px inside the {w}x{h} image; "
-                                "give a box inside the image")
-        return x0, y0, x1, y1
-
+    def add_box(self, action: AddAction) -> tuple[float, float, float, float]:
+        """The box a new object is generated in (placement.add_box)."""
+        try:
+            return placement.add_box(self.ws.scene, action)
+        except (KeyError, ValueError) as exc:
+            raise ToolException(str(exc)) from None
 
 def editing_tools(ws: Workspace, handle_errors: bool = True) -> list[StructuredTool]:
     """The editing tools bound to one workspace.
@@ -286,7 +254,7 @@ def editing_tools(ws: Workspace, handle_errors: bool = True) -> list[StructuredT
         before = ws.changed_pixels()
         ws.image = ed.generate(region, prompt, "replace")
         x0, y0, x1, y1 = box_of(region)
-        new = obj.model_copy(update={"label": _label_from_prompt(prompt), "box": (x0, y0, x1 + 1, y1 + 1),
+        new = obj.model_copy(update={"label": _label_from_prompt(prompt), "box": (x0, y0, x1, y1),
                                      "mask": None, "score": 1.0, "source": f"generator:{ws.config.generator}",
                                      "attributes": {"generated from": prompt}})
         ws.scene = ws.scene.apply(f"replace #{object_id} with {prompt}", "replace_object", modify=[new],
@@ -299,7 +267,7 @@ def editing_tools(ws: Workspace, handle_errors: bool = True) -> list[StructuredT
         """Add a new object described by the prompt inside a box (pixels) or beside an existing object
         (needs a generative backend)."""
         ed.generator("add")
-        x0, y0, x1, y1 = ed.add_box(box, anchor_id, side)
+        x0, y0, x1, y1 = ed.add_box(AddAction(prompt=prompt, box=box, anchor=anchor_id, side=side))
         region = np.zeros(ws.image.shape[:2], bool)
         region[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = True
         before = ws.changed_pixels()
@@ -314,32 +282,26 @@ def editing_tools(ws: Workspace, handle_errors: bool = True) -> list[StructuredT
                     side: Side | None = None, dx: float = 0.0, dy: float = 0.0) -> str:
         """Move an object to a place in the image, beside another object, or by (dx, dy) pixels; the place it
         leaves is filled with background."""
-        obj = ed.target(object_id)
-        ox, oy = ed.offset(obj, position, anchor_id, side, dx, dy)
-        if abs(ox) < 0.5 and abs(oy) < 0.5:
-            raise ToolException(f"#{object_id} {obj.label} is already there; give a position, an anchor_id or dx/dy")
-        return ed.transform_object(object_id, transform.translation(ox, oy), "move_object", "moved")
+        matrix = ed.matrix(MoveAction(target=object_id, position=position, anchor=anchor_id, side=side, dx=dx, dy=dy))
+        return ed.transform_object(object_id, matrix, "move_object", "moved")
 
     def resize_object(object_id: int, scale: float) -> str:
         """Scale an object about its base (it keeps standing where it stands); the uncovered place is filled."""
-        matrix = transform.scaling_about_base(ed.target(object_id).box, scale)
+        matrix = ed.matrix(ResizeAction(target=object_id, scale=scale))
         return ed.transform_object(object_id, matrix, "resize_object", "resized")
 
     def flip_object(object_id: int, axis: Literal["horizontal", "vertical"] = "horizontal") -> str:
         """Mirror an object in place (horizontal: it faces the other way)."""
-        return ed.transform_object(object_id, transform.mirror(ed.target(object_id).box, axis), "flip_object",
+        return ed.transform_object(object_id, ed.matrix(FlipAction(target=object_id, axis=axis)), "flip_object",
                                    "flipped")
 
     def duplicate_object(object_id: int, position: Position | None = None, anchor_id: int | None = None,
                          side: Side | None = None, dx: float = 0.0, dy: float = 0.0) -> str:
         """Paste a copy of an object at a place, beside an object, or shifted by (dx, dy); default: beside
         itself, on whichever side has room."""
-        obj = ed.target(object_id)
-        ox, oy = ed.offset(obj, position, anchor_id, side, dx, dy)
-        if abs(ox) < 0.5 and abs(oy) < 0.5:
-            ox = ed.free_side_offset(obj)
-        return ed.transform_object(object_id, transform.translation(ox, oy), "duplicate_object", "duplicated",
-                                   keep_original=True)
+        matrix = ed.matrix(DuplicateAction(target=object_id, position=position, anchor=anchor_id, side=side, dx=dx,
+                                           dy=dy))
+        return ed.transform_object(object_id, matrix, "duplicate_object", "duplicated", keep_original=True)
 
     specs = [
         (remove_object, RemoveArgs),

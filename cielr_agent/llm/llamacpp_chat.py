@@ -40,6 +40,8 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field, ValidationError
 
+from .prefix_states import PrefixStates, common_prefix
+
 __all__ = [
     "ChatLlamaCpp",
     "NATIVE_STRUCTURED_METHOD",
@@ -51,6 +53,9 @@ __all__ = [
 
 # The `with_structured_output` method that maps onto ChatLlamaCpp's grammar-constrained JSON path.
 NATIVE_STRUCTURED_METHOD = "json_schema"
+# used for a GGUF that carries no chat template
+_CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 # ---------------------------------------------------------------------------------------------
 # Shared weights: one llama_cpp.Llama per (path, n_ctx, n_threads), one lock per instance
@@ -60,8 +65,8 @@ NATIVE_STRUCTURED_METHOD = "json_schema"
 _CACHE_LOCK = threading.Lock()
 _LLAMAS: dict[tuple[str, int, int], Any] = {}
 _RUN_LOCKS: dict[tuple[str, int, int], threading.Lock] = {}
+_PREFIXES: dict[tuple[str, int, int], PrefixStates] = {}
 LOAD_SECONDS: dict[tuple[str, int, int], float] = {}
-PREFIX_CACHE_BYTES = 1 << 30  # a few KV states of ~2k tokens (about 60 MB each for the 1.5B model)
 
 
 def _default_threads() -> int:
@@ -98,12 +103,11 @@ def load_llama(model_path: str, n_ctx: int = 8192, n_threads: int | None = None,
             seed=seed,
             verbose=verbose,
         )
-        # Prompt-prefix reuse: llama.cpp re-evaluates only the tokens after the longest common prefix with the
-        # state it holds; the RAM cache keeps the states of recent calls, so alternating prompts (the reason and
-        # the plan calls, each with its own fixed system text) each find their fixed prefix evaluated already.
-        from llama_cpp import LlamaRAMCache
+        # Prompt-prefix reuse: llama.cpp re-evaluates only the tokens after the longest common prefix with what
+        # it holds; the fixed system prompts' KV states are kept in memory and on disk (see prefix_states).
+        from cielr_agent.assets import cache_dir
 
-        llama.set_cache(LlamaRAMCache(capacity_bytes=PREFIX_CACHE_BYTES))
+        _PREFIXES[key] = PrefixStates(llama, path, cache_dir() / "llm-prefix")
         LOAD_SECONDS[key] = time.perf_counter() - t0
         _LLAMAS[key] = llama
         _RUN_LOCKS[key] = threading.Lock()
@@ -388,6 +392,11 @@ def normalize_tool_choice(tool_choice: Any, tools: list[dict]) -> str | dict | N
     raise ValueError(f"unsupported tool_choice {tool_choice!r}")
 
 
+def _tokens(llama: Any, formatted: Any) -> list[int]:
+    """The tokens of a formatted chat prompt, as llama-cpp-python's chat handlers tokenize it."""
+    return llama.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # The chat model
 # ---------------------------------------------------------------------------------------------
@@ -405,7 +414,7 @@ class ChatLlamaCpp(BaseChatModel):
     """
 
     model_path: str
-    n_ctx: int = 8192  # a crowded scene with its knowledge cards and one repair round fits
+    n_ctx: int = 6144  # a crowded scene with its knowledge cards and one repair round fits
     n_threads: int | None = None
     temperature: float = 0.0
     max_tokens: int = 512
@@ -443,11 +452,56 @@ class ChatLlamaCpp(BaseChatModel):
     def _llama(self) -> tuple[Any, threading.Lock]:
         return load_llama(self.model_path, self.n_ctx, self._threads(), seed=self.seed, verbose=self.verbose)
 
+    def _key(self) -> tuple[str, int, int]:
+        return (str(Path(self.model_path).expanduser().resolve()), int(self.n_ctx), int(self._threads()))
+
+    def _prefix_states(self) -> PrefixStates:
+        return _PREFIXES[self._key()]
+
+    @staticmethod
+    def _formatter(llama: Any) -> Any:
+        """The GGUF's own chat template as a prompt formatter (what create_chat_completion would use)."""
+        formatter = getattr(llama, "_cielr_formatter", None)
+        if formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            template = str(llama.metadata.get("tokenizer.chat_template", "")) or _CHATML
+            eos, bos = llama.token_eos(), llama.token_bos()
+            text = llama._model.token_get_text
+            formatter = Jinja2ChatFormatter(template=template, eos_token=text(eos) if eos != -1 else "",
+                                            bos_token=text(bos) if bos != -1 else "", stop_token_ids=[eos])
+            llama._cielr_formatter = formatter
+        return formatter
+
+    @staticmethod
+    def _system_prefix(llama: Any, formatter: Any, chat: list[dict[str, str]]) -> int:
+        """How many leading prompt tokens depend only on the system message: the prefix every call with the
+        same system prompt shares (measured by formatting it with two different user turns)."""
+        if not chat or chat[0]["role"] != "system":
+            return 0
+        cache = llama.__dict__.setdefault("_cielr_prefix_lengths", {})
+        system = chat[0]["content"]
+        if system not in cache:
+            a, b = (_tokens(llama, formatter(messages=[chat[0], {"role": "user", "content": u}])) for u in "AB")
+            if len(cache) > 64:
+                cache.clear()
+            cache[system] = common_prefix(a, b)
+        return cache[system]
+
+    def warm_prefix(self, system: str) -> str:
+        """Evaluate (or restore) the KV state of a system prompt now, e.g. at setup, so that the first call of
+        a new process does not pay for it; returns where the state came from (see PrefixStates.restore)."""
+        llama, run_lock = self._llama()
+        formatter = self._formatter(llama)
+        chat = [{"role": "system", "content": system}, {"role": "user", "content": "A"}]
+        tokens = _tokens(llama, formatter(messages=chat))
+        with run_lock:
+            return self._prefix_states().restore(tokens[: self._system_prefix(llama, formatter, chat)])
+
     def preload(self) -> float:
         """Load the weights now (they are otherwise loaded on the first call); returns load seconds."""
         self._llama()
-        key = (str(Path(self.model_path).expanduser().resolve()), int(self.n_ctx), int(self._threads()))
-        return LOAD_SECONDS.get(key, 0.0)
+        return LOAD_SECONDS.get(self._key(), 0.0)
 
     # -- tools & structured output ------------------------------------------------------------
 
@@ -588,21 +642,27 @@ class ChatLlamaCpp(BaseChatModel):
         }
         if grammar is not None:
             params["grammar"] = grammar
+        formatter = self._formatter(llama)
+        formatted = formatter(messages=chat)
+        tokens = _tokens(llama, formatted)
+        if len(tokens) + 1 > self.n_ctx:
+            raise ValueError(
+                f"the prompt ({len(tokens)} tokens) does not fit n_ctx={self.n_ctx}: shorten it or create the model "
+                "with a larger n_ctx (e.g. make_chat_model('embedded', n_ctx=8192))."
+            )
+        stops = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop] if formatted.stop else []
+        params["stop"] = [*params["stop"], *stops]
+        params["max_tokens"] = min(int(params["max_tokens"]), self.n_ctx - len(tokens))
         t0 = time.perf_counter()
         with run_lock:
-            try:
-                response = llama.create_chat_completion(messages=chat, **params)
-            except ValueError as e:
-                if "context window" in str(e):
-                    raise ValueError(
-                        f"{e}. The prompt does not fit n_ctx={self.n_ctx}: shorten it or create the model with a "
-                        "larger n_ctx (e.g. make_chat_model('embedded', n_ctx=8192))."
-                    ) from e
-                raise
+            prefix = self._system_prefix(llama, formatter, chat)
+            source = self._prefix_states().restore(tokens[:prefix]) if prefix else "none"
+            reused = min(common_prefix(llama._input_ids.tolist(), tokens), len(tokens) - 1)
+            response = llama.create_completion(prompt=tokens, stopping_criteria=formatted.stopping_criteria, **params)
         seconds = time.perf_counter() - t0
 
         choice = response["choices"][0]
-        text = choice["message"].get("content") or ""
+        text = choice.get("text") or ""
         finish_reason = choice.get("finish_reason")
         usage = response.get("usage") or {}
         n_in = int(usage.get("prompt_tokens", 0))
@@ -611,10 +671,12 @@ class ChatLlamaCpp(BaseChatModel):
             "model_name": self.model_name,
             "finish_reason": finish_reason,
             "duration_s": round(seconds, 4),
+            "prefix": source,
         }
         if load_s > 0.05:  # the weights were loaded by this call
             metadata["load_s"] = round(load_s, 3)
-        usage_md = UsageMetadata(input_tokens=n_in, output_tokens=n_out, total_tokens=n_in + n_out)
+        usage_md = UsageMetadata(input_tokens=n_in, output_tokens=n_out, total_tokens=n_in + n_out,
+                                 input_token_details={"cache_read": reused})
 
         if forced is not None or multi_tool:
             message = self._tool_call_message(text, forced, metadata, usage_md)

@@ -34,11 +34,13 @@ class LLMOutputError(RuntimeError):
 
 @dataclass
 class StructuredReply:
-    """A validated reply. Token counts and seconds are summed over all attempts."""
+    """A validated reply. Token counts (prompt, of those reused from the provider's cache, generated) and
+    seconds are summed over all attempts."""
 
     value: BaseModel
     raw: AIMessage | None
     input_tokens: int
+    cached_tokens: int
     output_tokens: int
     seconds: float
     attempts: int
@@ -74,9 +76,11 @@ def _error_text(error: BaseException) -> str:
     return text.strip()[:_MAX_ECHO]
 
 
-def _usage(raw: BaseMessage | None) -> tuple[int, int]:
+def _usage(raw: BaseMessage | None) -> tuple[int, int, int]:
+    """(prompt tokens, of those reused from a cache, generated tokens) of one reply."""
     usage = getattr(raw, "usage_metadata", None) or {}
-    return int(usage.get("input_tokens", 0) or 0), int(usage.get("output_tokens", 0) or 0)
+    cached = (usage.get("input_token_details") or {}).get("cache_read", 0)
+    return int(usage.get("input_tokens", 0) or 0), int(cached or 0), int(usage.get("output_tokens", 0) or 0)
 
 
 def structured_call(
@@ -96,7 +100,7 @@ def structured_call(
     runnable = model.with_structured_output(schema, include_raw=True, method=structured_method(model))
     conversation = list(messages)
     errors: list[str] = []
-    n_in = n_out = 0
+    n_in = n_cached = n_out = 0
     raw: BaseMessage | None = None
     t0 = time.perf_counter()
     attempts = 0
@@ -104,8 +108,8 @@ def structured_call(
         attempts = attempt
         result = runnable.invoke(conversation)
         raw = result.get("raw")
-        i, o = _usage(raw)
-        n_in, n_out = n_in + i, n_out + o
+        i, c, o = _usage(raw)
+        n_in, n_cached, n_out = n_in + i, n_cached + c, n_out + o
         parsed, error = result.get("parsed"), result.get("parsing_error")
         if error is None and parsed is None:
             error = ValueError(f"the model returned no {schema.__name__} object")
@@ -124,6 +128,7 @@ def structured_call(
                 value=parsed,
                 raw=raw if isinstance(raw, AIMessage) else None,
                 input_tokens=n_in,
+                cached_tokens=n_cached,
                 output_tokens=n_out,
                 seconds=time.perf_counter() - t0,
                 attempts=attempt,
