@@ -47,6 +47,7 @@ class EvalContext:
     prompt_set: str | None = None
     limit: int | None = None
     only: str | None = None  # fnmatch pattern of case ids to run now (the others stay as they are)
+    cold: bool = False  # speed: also time the README edit as a fresh `cielr edit` process
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def config(self) -> AgentConfig:

@@ -11,7 +11,8 @@ Pixel metrics work on float images in [0, 1] (H×W or H×W×C) or uint8 images (
 * `reason_edit_background`: SmartEdit's Reason-Edit background-preservation protocol;
 * `iou_mask`, `iou_box`: grounding;
 * `align_steps`: plan accuracy against gold steps;
-* `cost`: time per stage, LLM calls and tokens, peak RSS of an `EditResult`.
+* `cost`: time per stage, LLM calls and tokens (new / reused / generated, per call), peak RSS of an
+  `EditResult`.
 
 Learned metrics (`lpips_squeeze`, `clip_score`, `clip_image_similarity`, `dino_similarity`) use pretrained
 weights only when they are already on this machine (Hugging Face hub cache / torch hub cache, loaded with
@@ -221,13 +222,21 @@ STAGES = ("load_image", "perceive", "llm", "perception_tools", "execute", "verif
 
 
 def cost(result) -> dict[str, Any]:
-    """Time per stage (s), LLM calls, prompt/generated tokens and peak RSS (MB) of an `EditResult`."""
+    """Time per stage (s), LLM calls and tokens, peak RSS (MB) of an `EditResult`.
+
+    Prompt tokens split into new (evaluated) and reused (KV state kept from an earlier call); `calls` lists
+    each LLM call as {node, new_tokens, reused_tokens, generated_tokens, seconds}."""
     timings = {k: round(float(result.timings.get(k, 0.0)), 3) for k in (*STAGES, "total")}
+    calls = [{"node": c.node, "new_tokens": c.input_tokens - c.cached_tokens, "reused_tokens": c.cached_tokens,
+              "generated_tokens": c.output_tokens, "seconds": round(c.seconds, 3)} for c in result.llm_calls]
     return {
         "timings": timings,
-        "llm_calls": len(result.llm_calls),
+        "llm_calls": len(calls),
         "input_tokens": sum(c.input_tokens for c in result.llm_calls),
+        "new_tokens": sum(c["new_tokens"] for c in calls),
+        "reused_tokens": sum(c["reused_tokens"] for c in calls),
         "output_tokens": sum(c.output_tokens for c in result.llm_calls),
+        "calls": calls,
         "peak_rss_mb": round(result.peak_rss_mb, 1) if result.peak_rss_mb is not None else None,
     }
 

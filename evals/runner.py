@@ -162,6 +162,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help=f"data folder (default: {DEFAULT_DATA}; reason-edit: a Reason-Edit folder)")
     p.add_argument("--only", metavar="PATTERN", help="run only the pending cases whose id matches (e.g. 'open-*'); "
                    "the report covers every case run so far")
+    p.add_argument("--cold", action="store_true", help="speed: also time the README edit as a fresh `cielr edit` "
+                   "process (wall time, peak RSS)")
     p.add_argument("--fresh", action="store_true", help="discard the results already in --out and start over")
     p.add_argument("--retry-errors", action="store_true", help="run again the cases whose row has an error")
     p.add_argument("--report-only", action="store_true", help="only rewrite report.md/summary.json/gallery.html")
@@ -172,7 +174,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Run the suite the parsed arguments name; print where the report is. Exit status 2 on setup errors."""
     out = Path(args.out or Path("runs") / "eval" / args.suite)
     ctx = EvalContext(data=Path(args.data or DEFAULT_DATA), out=out, llm=args.llm, profile=args.profile,
-                      prompt_set=args.prompt_set, limit=args.limit, only=args.only)
+                      prompt_set=args.prompt_set, limit=args.limit, only=args.only, cold=args.cold)
     try:
         summary = run_suite(args.suite, ctx, fresh=args.fresh, retry_errors=args.retry_errors,
                             progress=not args.quiet, report_only=args.report_only)

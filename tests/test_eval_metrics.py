@@ -192,9 +192,13 @@ def test_cost_of_an_edit_result():
 
     result = EditResult(instruction="x", image="y", timings={"perceive": 1.0, "llm": 2.5, "total": 4.0},
                         llm_calls=[LLMCall(node="reason", seconds=1, input_tokens=100, output_tokens=10),
-                                   LLMCall(node="plan", seconds=1.5, input_tokens=200, output_tokens=20)],
+                                   LLMCall(node="plan", seconds=1.5, input_tokens=200, cached_tokens=150,
+                                           output_tokens=20)],
                         peak_rss_mb=1234.56)
     c = M.cost(result)
     assert c["llm_calls"] == 2 and c["input_tokens"] == 300 and c["output_tokens"] == 30
+    assert c["new_tokens"] == 150 and c["reused_tokens"] == 150
+    assert c["calls"][1] == {"node": "plan", "new_tokens": 50, "reused_tokens": 150, "generated_tokens": 20,
+                             "seconds": 1.5}
     assert c["timings"]["llm"] == 2.5 and c["timings"]["execute"] == 0.0 and c["peak_rss_mb"] == 1234.6
     assert M.percentile([1, 2, 3, 4], 90) == pytest.approx(3.7) and M.percentile([], 50) is None

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cielr_agent.actions import PlanDecision, PlannedStep, ReasonDecision
-from cielr_agent.evals import complexbench, reason_edit, runner
+from cielr_agent.actions import EditDecision, PlannedStep
+from cielr_agent.evals import complexbench, reason_edit, runner, speed
 from cielr_agent.evals.harness import EvalContext
 from cielr_agent.tools import register_backend
 from cielr_agent.tools.protocols import Detection
@@ -26,12 +26,8 @@ FAKE = {"detector": "fake", "segmenter": "fake", "remover": "fake"}
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="no shared data folder at ../shared/data")
 
 
-def plan_now():
-    return ReasonDecision(thought="the scene lists it", next="plan")
-
-
 def step(action, oid, **kw):
-    return PlanDecision(reason=f"{action} #{oid}", steps=[PlannedStep(action=action, object_id=oid, **kw)])
+    return EditDecision(reason=f"{action} #{oid}", steps=[PlannedStep(action=action, object_id=oid, **kw)])
 
 
 @pytest.fixture
@@ -75,7 +71,7 @@ def test_reason_edit_loader_rejects_unpaired_files(tmp_path):
 
 def test_reason_edit_run_end_to_end(tmp_path, fake_backends):
     """Two cases: a recolor that runs, and a replace the profile cannot do (output = unchanged source)."""
-    replies = [plan_now(), step("recolor", 2, color="red"), plan_now(), step("replace", 1, prompt="a cat")]
+    replies = [step("recolor", 2, color="red"), step("replace", 1, prompt="a cat")]
     ctx = context(tmp_path, FIXTURE, replies, limit=3)
     ctx.limit = 2
     summary = runner.run_suite("reason-edit", ctx, progress=False)
@@ -83,7 +79,7 @@ def test_reason_edit_run_end_to_end(tmp_path, fake_backends):
     color, bike = rows["4-Color/001"], rows["6-Reasoning/001"]
     assert color["edited"] and color["status"] == "verified" and 0 < color["target_iou"] <= 1
     assert 0 < color["psnr"] < math.inf and color["clip_score"] is None and "clip_score" in color["unavailable"]
-    assert (ctx.out / color["output"]).exists() and color["llm_calls"] == 2
+    assert (ctx.out / color["output"]).exists() and color["llm_calls"] == 1
     assert not bike["edited"] and bike["failure"].startswith("EditError") and bike["psnr"] == math.inf
     assert summary["finished"] == 2 and summary["errors"] == 0 and summary["edited_only"]["cases"] == 1
     report = (ctx.out / "report.md").read_text()
@@ -186,11 +182,11 @@ def test_complexbench_plan_step_with_a_scripted_llm(tmp_path):
     for split in complexbench.SPLITS:
         (data / split).mkdir(parents=True)
         (data / split / "final_update_v2.json").write_text(json.dumps({"1": entry, "2": entry}))
-    plan = PlanDecision(reason="dog, cat, hat", steps=[PlannedStep(action="remove", object_id=1),
+    plan = EditDecision(reason="dog, cat, hat", steps=[PlannedStep(action="remove", object_id=1),
                                                        PlannedStep(action="recolor", object_id=2, color="blue"),
                                                        PlannedStep(action="add", prompt="a hat", object_id=2)])
     ctx = EvalContext(data=tmp_path / "data", out=tmp_path / "run", llm="scripted", limit=1,
-                      model=ScriptedChatModel([plan] * 3 + [PlanDecision(reason="nothing fits", steps=[]),
+                      model=ScriptedChatModel([plan] * 3 + [EditDecision(reason="nothing fits", steps=[]),
                                                "not json", "not json"]))
     summary = runner.run_suite("complexbench-plan", ctx, progress=False)
     assert summary["finished"] == 5 and summary["errors"] == 0 and summary["no_plan"] == 2
@@ -225,7 +221,7 @@ def test_reasoning_local_executes_and_measures_the_background(tmp_path, dog_data
     register_backend("detector", "fake", lambda ctx: det)
     register_backend("segmenter", "fake", lambda ctx: BoxSegmenter())
     register_backend("remover", "fake", lambda ctx: MeanFillRemover())
-    ctx = context(tmp_path, dog_data, [plan_now(), step("remove", 1)], limit=1)  # dog-01: the bicycle
+    ctx = context(tmp_path, dog_data, [step("remove", 1)], limit=1)  # dog-01: the bicycle
     summary = runner.run_suite("reasoning-local", ctx, progress=False)
     row = runner.read_rows(ctx.out / runner.RESULTS)["dog-01"]
     assert row["correct"] and row["predicted_label"] == "bicycle"
@@ -237,7 +233,7 @@ def test_reasoning_local_executes_and_measures_the_background(tmp_path, dog_data
 
 @needs_shared
 def test_magicbrush_failure_counts_as_the_unchanged_source(tmp_path, fake_backends):
-    ctx = context(tmp_path, SHARED, [plan_now(), step("replace", 1, prompt="a rabbit")], limit=1)
+    ctx = context(tmp_path, SHARED, [step("replace", 1, prompt="a rabbit")], limit=1)
     summary = runner.run_suite("magicbrush", ctx, progress=False)
     row = runner.read_rows(ctx.out / runner.RESULTS)["85160_3"]
     assert not row["edited"] and row["l1"] == row["l1_no_edit"] > 0 and row["l2"] == row["l2_no_edit"]
@@ -246,13 +242,125 @@ def test_magicbrush_failure_counts_as_the_unchanged_source(tmp_path, fake_backen
 
 
 def test_speed_measures_each_edit_at_512(tmp_path, dog_data, fake_backends):
-    replies = [plan_now(), step("remove", 2), plan_now(), step("remove", 2)]  # warm-up, then the case
+    replies = [step("remove", 2), step("remove", 2)]  # warm-up, then the case
     ctx = context(tmp_path, dog_data, replies, limit=1)
     summary = runner.run_suite("speed", ctx, progress=False)
     row = runner.read_rows(ctx.out / runner.RESULTS)["dog-remove-bicycle"]
-    assert row["size"] == [512, 384] and row["peak_rss_case_mb"] > 0 and row["llm_calls"] == 2
-    assert row["total_s"] >= row["timings"]["execute"] and summary["cold_start"]["instruction"] == "Remove the truck"
+    assert row["size"] == [512, 384] and row["peak_rss_case_mb"] > 0 and row["llm_calls"] == 1
+    assert [c["node"] for c in row["calls"]] == ["decide"] and row["calls"][0]["new_tokens"] > 0
+    assert row["total_s"] >= row["timings"]["execute"] and summary["warmup"]["instruction"] == "Remove the truck"
     assert summary["stages_s"]["total"]["median"] == row["total_s"]
+    # the scripted model is no llama.cpp model: no reference, no ratio, and the report says why
+    assert row["ratio"] is None and summary["headline"]["ratio_median"] is None
+    assert "ScriptedChatModel" in summary["reference"]["reason"]
+    assert summary["headline"]["cold_wall_s"] is None  # no --cold
+    report = (ctx.out / "report.md").read_text()
+    assert "| dog-remove-bicycle | 512×384 |" in report and "Ratio unavailable" in report
+
+
+def speed_row(case_id, total, ratio, perceive, calls, peak):
+    """A speed row as `speed.run_case` writes it; calls: (node, new, reused, generated tokens, seconds)."""
+    timings = {"load_image": 0.01, "perceive": perceive, "llm": sum(c[4] for c in calls), "perception_tools": 0.5,
+               "execute": 2.0, "verify": 0.1, "total": total}
+    calls = [{"node": n, "new_tokens": new, "reused_tokens": reused, "generated_tokens": gen, "seconds": sec}
+             for n, new, reused, gen, sec in calls]
+    return {"id": case_id, "size": [512, 384], "timings": timings, "total_s": total, "ratio": ratio,
+            "reference_s": 10.0, "other_s": 0.0, "llm_calls": len(calls), "calls": calls,
+            "input_tokens": sum(c["new_tokens"] + c["reused_tokens"] for c in calls),
+            "new_tokens": sum(c["new_tokens"] for c in calls), "reused_tokens": sum(c["reused_tokens"] for c in calls),
+            "output_tokens": sum(c["generated_tokens"] for c in calls), "peak_rss_case_mb": peak,
+            "peak_rss_method": "VmHWM reset per case", "load_avg_1m": 1.0}
+
+
+def test_speed_summary_of_synthetic_rows(tmp_path):
+    (tmp_path / "reference.json").write_text(json.dumps(
+        {"model": "m.gguf", "seconds": 10.0, "runs_s": [10.5, 10.0], "prompt_tokens": 1000, "generated_tokens": 48}))
+    rows = [speed_row("a", 20.0, 2.0, 1.0, [("reason", 900, 0, 40, 8.0), ("plan", 300, 900, 60, 9.0)], 3000.0),
+            speed_row("b", 40.0, 4.0, 3.0, [("reason", 1000, 0, 50, 12.0), ("plan", 200, 1000, 80, 20.0)], 3500.0),
+            {"id": speed.COLD_ID, "command": "cielr edit …", "wall_s": 61.5, "peak_rss_mb": 2900.0,
+             "status": "verified", "timings": {"perceive": 5.0, "total": 50.0}, "startup_s": 11.5}]
+    summary = speed.summarize(rows, SimpleNamespace(out=tmp_path))
+    head = summary["headline"]
+    assert head["total_median_s"] == 30.0 and head["total_p90_s"] == 38.0 and head["peak_rss_max_mb"] == 3500.0
+    assert head["ratio_median"] == 3.0 and head["ratio_p90"] == 3.8 and head["reference_s"] == 10.0
+    assert head["cold_wall_s"] == 61.5 and head["cold_peak_rss_mb"] == 2900.0 and head["perceive_median_s"] == 2.0
+    assert head["llm_median_s"] == 24.5 and summary["edits"] == 2  # the cold row is no timed edit
+    assert summary["stages_s"]["perception"]["median"] == 2.5  # perceive + perception tools
+    tokens = summary["tokens_per_edit"]
+    assert tokens["new"]["median"] == 1200 and tokens["reused"]["median"] == 950 and tokens["output"]["median"] == 115
+    plan = summary["llm_calls_by_node"]["plan"]
+    assert plan["calls"] == 2 and plan["reused_tokens"]["median"] == 950 and plan["seconds"]["p90"] == 18.9
+    assert summary["per_edit"][0]["calls"] == [["reason", 900, 0, 40, 8.0], ["plan", 300, 900, 60, 9.0]]
+    text = speed.markdown(summary)
+    line = "| a | 512×384 | 20.000 | 2.000 | 1.000 | 0.500 | 17.000 | reason 900+0→40 8.0s; plan 300+900→60 9.0s |"
+    assert line in text
+    assert "**10.0 s**" in text and "median **3.0**" in text and "**61.5 s** wall" in text
+
+
+class FakeLlama:
+    """What `measure_reference` uses of a `llama_cpp.Llama`; it records the calls and evaluates nothing."""
+
+    def __init__(self):
+        self.cache, self.events = "prefix cache", []
+
+    def tokenize(self, text):
+        return list(range(len(text.split())))
+
+    def token_eos(self):
+        return 7
+
+    def set_cache(self, cache):
+        self.cache = cache
+
+    def reset(self):
+        self.events.append("reset")
+
+    def create_completion(self, prompt, **kw):
+        self.events.append((len(prompt), self.cache, kw))
+        return {"usage": {"prompt_tokens": len(prompt), "completion_tokens": kw["max_tokens"]}}
+
+
+def test_reference_evaluates_1000_tokens_from_an_empty_cache():
+    import threading
+
+    llama = FakeLlama()
+    ref = speed.measure_reference(llama, threading.Lock())
+    assert ref["prompt_tokens"] == 1000 and ref["generated_tokens"] == 48 and len(ref["runs_s"]) == 2
+    assert ref["seconds"] == min(ref["runs_s"]) and llama.cache == "prefix cache"  # the prompt cache is back
+    assert llama.events[0] == llama.events[2] == "reset"
+    n, cache, kw = llama.events[1]
+    assert n == 1000 and cache is None and kw["max_tokens"] == 48 and kw["temperature"] == 0
+    assert kw["logit_bias"] == {7: -math.inf} and kw["stop"] == []
+    assert "reason" in speed.reference(ScriptedChatModel([]))
+
+
+def test_run_measured_gives_the_child_peak_rss_not_ours():
+    import sys
+
+    ballast = b"x" * (1 << 30)  # a forked child's ru_maxrss would count this gigabyte of ours
+    code, wall, peak = speed.run_measured([sys.executable, "-c", "import sys; x = b'x' * (300 << 20); sys.exit(3)"])
+    assert code == 3 and wall > 0 and 300 < peak < 600 and len(ballast)
+
+
+def test_cold_start_passes_the_run_settings_to_the_cli(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_run(cmd, stdout, stderr):
+        seen.append(cmd)
+        stdout.write(b'{"status": "verified", "timings": {"perceive": 4.0, "total": 40.0}}\n')
+        return 0, 52.0, 2800.0
+
+    monkeypatch.setattr(speed, "run_measured", fake_run)
+    ctx = EvalContext(data=tmp_path, out=tmp_path, llm="embedded", profile="p.toml", prompt_set="v2", cold=True)
+    case = speed.cases(ctx)[-1]
+    assert case["id"] == speed.COLD_ID and len(speed.cases(ctx)) == len(speed.EDITS) + 1
+    row = speed.run_case(case, ctx)
+    cmd = seen[0]
+    assert cmd[1:4] == ["-m", "cielr_agent.cli", "edit"] and cmd[4].endswith("examples/dog.jpg") and "--json" in cmd
+    assert cmd[cmd.index("--llm") + 1] == "embedded" and cmd[cmd.index("--profile") + 1] == "p.toml"
+    assert cmd[cmd.index("--prompt-set") + 1] == "v2"
+    assert row["wall_s"] == 52.0 and row["peak_rss_mb"] == 2800.0 and row["startup_s"] == 12.0
+    assert row["timings"]["perceive"] == 4.0
 
 
 # ---------------------------------------------------------------------------------------- the real stack
@@ -269,5 +377,5 @@ def test_reasoning_local_smoke_with_the_embedded_stack(tmp_path):
         pytest.skip("needs ../shared/data and the embedded models (`cielr setup`)")
     assert main(["eval", "reasoning-local", "--limit", "1", "--out", str(tmp_path), "-q"]) == 0
     row = runner.read_rows(tmp_path / runner.RESULTS)["dog-01"]
-    assert "error" not in row and row["llm_calls"] >= 2 and (tmp_path / "gallery.html").exists()
+    assert "error" not in row and row["llm_calls"] >= 1 and (tmp_path / "gallery.html").exists()
     assert np.isfinite(row["timings"]["total"])

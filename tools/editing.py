@@ -23,6 +23,9 @@ from .perception import ObjectArgs
 from .workspace import OCCLUDER_MARGIN, Workspace
 
 
+MIN_SEE_THROUGH = 0.08  # of an object's mask: measured on dog.jpg, the bicycle's spokes 12 %, the dog's fur 3.5 %
+
+
 class RemoveArgs(ObjectArgs):
     grow: int | None = Field(None, ge=0, le=64, description="pixels to grow the object's mask by (default from config)")
 
@@ -107,15 +110,29 @@ class _Editor:
 
     def see_through(self, object_id: int) -> np.ndarray:
         """Background pockets inside the object (between spokes) that a removal keeps; the other objects are no
-        background sample."""
+        background sample. Scattered pockets that add up to little are the object's own pixels that happen to
+        look like the background (a dog's white chest on a white floor), not holes: nothing is kept then."""
         ws = self.ws
         others = self.others(object_id)
-        return see_through(ws.image, ws.whole_mask(object_id), None if others is None else ~others)
+        whole = ws.whole_mask(object_id)
+        pockets = see_through(ws.image, whole, None if others is None else ~others)
+        if pockets.sum() < MIN_SEE_THROUGH * max(1, int(whole.sum())):
+            return np.zeros_like(pockets)
+        return pockets
 
     def others(self, object_id: int) -> np.ndarray | None:
         """The (known) masks of every other object, grown a little; None when there are none."""
         ws = self.ws
         masks = [ws.mask(o.id) for o in ws.scene.objects if o.id != object_id and o.id in ws.known_masks()]
+        return dilate(np.logical_or.reduce(masks), 3) if masks else None
+
+    def fill_sources_to_protect(self, object_id: int) -> np.ndarray | None:
+        """Other objects a removal must not copy into the hole: those in front of the object and those beside it.
+        Objects it stands in front of are background there (a wheel behind a dog continues into the hole)."""
+        ws = self.ws
+        target = ws.scene.get(object_id)
+        masks = [ws.mask(o.id) for o in ws.scene.objects
+                 if o.id != object_id and o.id in ws.known_masks() and not in_front(target, o)]
         return dilate(np.logical_or.reduce(masks), 3) if masks else None
 
     def fill(self, region: np.ndarray, protect: np.ndarray | None = None) -> np.ndarray:
@@ -157,7 +174,11 @@ class _Editor:
                 new_mask &= ~keep
         if not new_mask.any():
             raise ToolException(f"#{obj.id} {obj.label} would end up outside the image; choose another placement")
-        background = ws.image if keep_original else self.fill(ws.edit_mask(obj.id, whole=True))
+        if keep_original:
+            background = ws.image
+        else:
+            hole, protect = ws.edit_mask(obj.id, whole=True), self.fill_sources_to_protect(obj.id)
+            background = self.fill(hole, protect=None if protect is None else protect & ~hole)
         return composite(background, pixels, moved), new_mask
 
     def placed_object(self, obj: SceneObject, oid: int, image: np.ndarray, mask: np.ndarray,
@@ -223,8 +244,8 @@ def editing_tools(ws: Workspace, handle_errors: bool = True) -> list[StructuredT
         obj = ed.target(object_id)
         region = ed.region(object_id, grow, whole=True) & ~ed.see_through(object_id)
         before = ws.changed_pixels()
-        others = ed.others(object_id)
-        ws.image = ed.fill(region, protect=None if others is None else others & ~region)
+        protect = ed.fill_sources_to_protect(object_id)
+        ws.image = ed.fill(region, protect=None if protect is None else protect & ~region)
         ws.scene = ws.scene.apply(f"remove #{object_id}", "remove_object", remove=[object_id],
                                   changes=[f"removed #{object_id} {obj.label}"])
         ws.forget_mask(object_id)
