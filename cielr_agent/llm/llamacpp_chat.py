@@ -102,6 +102,9 @@ def load_llama(model_path: str, n_ctx: int = 8192, n_threads: int | None = None,
             n_threads_batch=int(threads),
             seed=seed,
             verbose=verbose,
+            # read, not mapped: llama.cpp repacks the weights for the CPU into its own buffers, so a mapping
+            # would keep a second, touched copy of the file resident (measured: 2.1 GB vs 1.5 GB peak, same speed)
+            use_mmap=False,
         )
         # Prompt-prefix reuse: llama.cpp re-evaluates only the tokens after the longest common prefix with what
         # it holds; the fixed system prompts' KV states are kept in memory and on disk (see prefix_states).

@@ -16,6 +16,7 @@ from cielr_agent.masks import box_of, composite, dilate
 
 SEED = 0  # fixed PatchMatch seed: equal inputs give equal outputs
 MIN_BAND = 48  # px of sources around a hole
+MAX_BAND = 96  # px: wider bands cost time (PatchMatch works on the hole's box grown by the band) for no better fill
 BAND_PER_SIZE = 0.5  # band width per px of the hole's smaller side (a dog-sized hole on dog.jpg: ~90 px)
 _PM_LOCK = threading.Lock()  # the seed and the verbosity are global in the native library
 
@@ -52,7 +53,7 @@ class PatchMatchRemover:
             return image.copy()
         H, W = mask.shape
         if band is None:  # a wide hole needs a wide band: PatchMatch's coarse levels otherwise see no source at all
-            band = max(MIN_BAND, round(BAND_PER_SIZE * min(box[2] - box[0], box[3] - box[1])))
+            band = min(MAX_BAND, max(MIN_BAND, round(BAND_PER_SIZE * min(box[2] - box[0], box[3] - box[1]))))
         band = max(int(band), 2 * self.patch_size + 2)
         x0, y0 = max(0, box[0] - band), max(0, box[1] - band)
         x1, y1 = min(W, box[2] + band), min(H, box[3] + band)
