@@ -107,6 +107,25 @@ def _cielr(*args, timeout=900):
                           timeout=timeout, env=env)
 
 
+def test_remove_dog_fills_wall_and_floor_without_a_ghost(dog_ws):
+    """Seen once: the dog's hole filled with a white smear over the yellow wall and its white chest fur kept as
+    "see-through" pockets. The wall part of the hole must continue the yellow boards, nothing dark may stay."""
+    ws = Workspace.open(DOG)
+    ws.scene = dog_ws.scene
+    dog = next(o for o in ws.scene.objects if o.label == "dog")
+    hole = ws.edit_mask(dog.id, whole=True)
+    {t.name: t for t in make_tools(ws)}["remove_object"].invoke({"object_id": dog.id})
+    changed = np.any(ws.image != ws.original, axis=2)
+    assert changed[erode(hole, 4)].mean() > 0.97  # no fur pockets kept
+    wall = hole.copy()
+    wall[:250], wall[370:] = False, False  # the boards' rows; the bicycle's front wheel crosses the left part
+    wall[:, :150] = False
+    pixels = ws.image[wall].astype(int)
+    assert np.median(pixels[:, 0] - pixels[:, 2]) > 50 and np.median(pixels[:, 1] - pixels[:, 2]) > 40  # yellow
+    dark = ws.image[hole].max(axis=1) < 70
+    assert dark.mean() < 0.03  # the black dog is gone, not smeared
+
+
 qwen = pytest.mark.skipif(not all(is_ready(a) for a in EMBEDDED_PROFILE_ASSETS),
                           reason="the embedded LLM is not set up: run `cielr setup`")
 
@@ -166,3 +185,23 @@ def test_cli_scene_prints_the_ssr_as_json():
     scene = json.loads(proc.stdout)
     assert scene["width"] == 768 and {"bicycle", "dog"} <= {o["label"] for o in scene["objects"]}
     assert all(len(o["box"]) == 4 for o in scene["objects"]) and scene["relations"]
+
+
+@pytest.mark.slow
+@qwen
+def test_move_the_dog_to_the_right_side_of_the_porch(tmp_path):
+    """Once executed as "beside the truck across the street" (the dog pasted in the air, half outside the
+    frame): the porch is no listed object, so the dog goes to the right, whole, on the porch floor."""
+    out, trace = tmp_path / "out.png", tmp_path / "trace.json"
+    proc = _cielr("edit", str(DOG), "Move the dog to the right side of the porch", "-o", str(out), "--trace",
+                  str(trace), "-q")
+    assert proc.returncode == 0, proc.stderr
+    full = json.loads(trace.read_text())
+    (action,) = full["plan"]["actions"]
+    assert action["type"] == "move"
+    first, last = full["scenes"][0], full["scenes"][-1]
+    before = next(o for o in first["objects"] if o["id"] == action["target"])
+    after = next(o for o in last["objects"] if o["id"] == action["target"])
+    assert before["label"] == "dog" and after["box"][0] > 384 and after["box"][2] <= 768  # at the right, inside
+    assert abs(after["box"][3] - before["box"][3]) < 0.1 * 576  # still standing on the porch floor
+    assert any("fully visible" in n for n in full["verification"]), full["verification"]
