@@ -197,6 +197,77 @@ def test_small_ops_match_numpy(tmp_path):
     np.testing.assert_array_equal(dense, np.zeros(3))
 
 
+def _tf_pads(size: int, k: int, s: int, d: int, padding: str) -> tuple[int, int]:
+    if padding == "VALID":
+        return 0, 0
+    out = -(-size // s)
+    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+    return total // 2, total - total // 2  # TF SAME: the extra pixel goes after
+
+
+def _torch_reference(op: str, x: np.ndarray, w_or_k, stride: int, dilation: int, padding: str) -> np.ndarray:
+    """The op computed by torch (NCHW) on the TF-padded input, back in NHWC."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    k = w_or_k.shape[0] if op in ("conv", "depthwise") else w_or_k
+    top, bottom = _tf_pads(x.shape[1], k, stride, dilation, padding)
+    left, right = _tf_pads(x.shape[2], k, stride, dilation, padding)
+    t = torch.from_numpy(x).permute(0, 3, 1, 2)
+    if op == "max":
+        y = F.max_pool2d(F.pad(t, (left, right, top, bottom), value=-np.inf), k, stride)
+    elif op == "avg":  # TF averages the valid (unpadded) part of each window only
+        ones = F.pad(torch.ones_like(t[:, :1]), (left, right, top, bottom))
+        y = F.avg_pool2d(F.pad(t, (left, right, top, bottom)), k, stride) / F.avg_pool2d(ones, k, stride)
+    else:
+        w = w_or_k
+        if op == "depthwise":  # [KH, KW, C, M] -> [C*M, 1, KH, KW]: output channel c*M + m
+            filt = w.reshape(*w.shape[:2], -1).transpose(2, 0, 1)[:, None]
+        else:  # [KH, KW, C, O] -> [O, C, KH, KW]
+            filt = w.transpose(3, 2, 0, 1)
+        y = F.conv2d(F.pad(t, (left, right, top, bottom)), torch.from_numpy(np.ascontiguousarray(filt)),
+                     stride=stride, dilation=dilation, groups=x.shape[3] if op == "depthwise" else 1)  # fmt: skip
+    return y.permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize(
+    ("op", "shape", "kernel", "stride", "dilation", "padding"),
+    [
+        ("conv", (1, 9, 8, 5), (3, 3, 5, 7), 1, 1, "SAME"),
+        ("conv", (2, 8, 9, 5), (3, 3, 5, 7), 2, 1, "SAME"),  # 8 rows: padding 0 before, 1 after
+        ("conv", (1, 9, 8, 5), (1, 1, 5, 7), 1, 1, "SAME"),
+        ("conv", (1, 9, 8, 5), (1, 1, 5, 7), 2, 1, "VALID"),
+        ("conv", (1, 11, 10, 5), (3, 3, 5, 7), 1, 2, "SAME"),
+        ("conv", (1, 11, 10, 5), (3, 3, 5, 7), 2, 1, "VALID"),
+        ("conv", (1, 16, 16, 3), (3, 3, 3, 16), 2, 1, "SAME"),  # CenterNet's stem
+        ("depthwise", (1, 9, 8, 6), (3, 3, 6, 1), 1, 1, "SAME"),
+        ("depthwise", (2, 8, 9, 6), (3, 3, 6, 2), 2, 1, "SAME"),
+        ("depthwise", (1, 12, 11, 6), (5, 5, 6, 1), 2, 1, "SAME"),
+        ("depthwise", (1, 11, 10, 6), (3, 3, 6, 2), 1, 2, "VALID"),
+        ("max", (1, 8, 9, 5), 3, 2, 1, "SAME"),
+        ("max", (1, 9, 8, 5), 3, 1, 1, "SAME"),
+        ("max", (1, 9, 9, 5), 3, 2, 1, "VALID"),
+        ("avg", (1, 8, 9, 5), 3, 2, 1, "SAME"),
+        ("avg", (1, 9, 8, 5), 3, 1, 1, "SAME"),
+        ("avg", (1, 9, 8, 5), 2, 2, 1, "VALID"),
+    ],
+)
+def test_convolutions_and_pools_match_torch(tmp_path, op, shape, kernel, stride, dilation, padding):
+    rng = np.random.default_rng(sum(shape) + stride + dilation)
+    x = rng.normal(size=shape).astype(np.float32)
+    attr = dict(strides=_ints([1, stride, stride, 1]), padding=_s(padding), data_format=_s("NHWC"))
+    if op in ("conv", "depthwise"):
+        w = rng.normal(size=kernel).astype(np.float32)
+        tf_op = "Conv2D" if op == "conv" else "DepthwiseConv2dNative"
+        (out,) = _run_op(tmp_path, tf_op, x, {"w": w}, dilations=_ints([1, dilation, dilation, 1]), **attr)
+        ref = _torch_reference(op, x, w, stride, dilation, padding)
+    else:
+        tf_op = "MaxPool" if op == "max" else "AvgPool"
+        (out,) = _run_op(tmp_path, tf_op, x, {}, ksize=_ints([1, kernel, kernel, 1]), **attr)
+        ref = _torch_reference(op, x, kernel, stride, 1, padding)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+
 def test_only_needed_nodes_run_and_unknown_ops_are_named(tmp_path):
     nodes = [_placeholder(), _node("relu", "Relu", ["x"]), _node("odd", "Cumsum", ["x", "ax"])]
     path, _ = _write_model(tmp_path, nodes, {"ax": np.array(0, np.int32)})
@@ -280,6 +351,29 @@ def test_centernet_dog_photo(centernet):
     assert only_dogs and {d.label for d in only_dogs} == {"dog"}
     with pytest.raises(ValueError):
         centernet.detect(image, labels=["puppy"])
+
+
+# CenterNet on examples/dog.jpg (min_score 0.2), recorded when the convolutions still ran through torch
+CENTERNET_DOG = [
+    ("bicycle", 0.5440, (115.85, 134.65, 562.45, 475.22)),
+    ("car", 0.5220, (468.29, 77.32, 681.12, 165.61)),
+    ("dog", 0.3792, (126.08, 211.18, 310.11, 537.07)),
+    ("truck", 0.2768, (468.29, 77.32, 681.12, 165.61)),
+    ("potted plant", 0.2210, (58.86, 80.01, 104.70, 126.27)),
+    ("car", 0.2196, (688.72, 115.96, 719.60, 156.17)),
+    ("car", 0.2185, (708.50, 10.37, 761.44, 266.65)),
+    ("parking meter", 0.2137, (419.93, 96.01, 454.01, 136.95)),
+]
+
+
+@pytest.mark.assets
+def test_centernet_dog_detections_unchanged(centernet):
+    from cielr_agent.imaging import load_image
+
+    dets = centernet.detect(load_image(Path(__file__).resolve().parents[1] / "examples" / "dog.jpg"), min_score=0.2)
+    assert [d.label for d in dets] == [label for label, _, _ in CENTERNET_DOG]
+    np.testing.assert_allclose([d.score for d in dets], [score for _, score, _ in CENTERNET_DOG], atol=1e-3)
+    np.testing.assert_allclose([d.box for d in dets], [box for _, _, box in CENTERNET_DOG], atol=0.5)
 
 
 @pytest.mark.assets

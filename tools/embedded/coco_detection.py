@@ -1,6 +1,6 @@
 """COCO-80 object detection with the embedded TFJS detectors (MobileNetV3-CenterNet, NanoDet-m 416).
 
-Both models run through `TfjsGraph` (numpy + torch, no TensorFlow). `detect()` takes an H×W×3 uint8 RGB
+Both models run through `TfjsGraph` (numpy only, no TensorFlow or torch). `detect()` takes an H×W×3 uint8 RGB
 image of any size and returns `Detection`s in the original image's pixel coordinates, sorted by score,
 after class-wise non-maximum suppression, with boxes clipped to the image.
 

@@ -1,9 +1,11 @@
 """A small executor for TensorFlow.js graph models (model.json + .bin weight shards), without TensorFlow.
 
-It evaluates only the nodes the requested outputs depend on, in topological order. Tensors are numpy
-arrays in TF layout (NHWC); convolutions, pooling and depthwise convolutions run through torch on
-channels-last views, everything else is numpy. Only the ops the embedded detectors need (plus a few
-trivial ones) are implemented; any other op raises `NotImplementedError` naming it.
+It evaluates only the nodes the requested outputs depend on, in topological order, with numpy alone (no
+torch: importing it would cost every fresh process more time and memory than the models' inference). Tensors
+are numpy arrays in TF layout (NHWC). Convolutions and pools walk the kernel positions: each position sees a
+strided view of the padded input, which is matmul'd with that position's weights (BLAS does the work),
+multiplied elementwise (depthwise) or folded in with max / sum (pools). Only the ops the embedded detectors
+need (plus a few trivial ones) are implemented; any other op raises `NotImplementedError` naming it.
 """
 
 from __future__ import annotations
@@ -11,11 +13,9 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 _DTYPES = {  # TF DataType -> numpy (TFJS stores int64 weights as int32)
     "DT_FLOAT": np.float32,
@@ -26,8 +26,6 @@ _DTYPES = {  # TF DataType -> numpy (TFJS stores int64 weights as int32)
     "DT_UINT8": np.uint8,
 }
 _MANIFEST_DTYPES = {"float32": "<f4", "int32": "<i4", "bool": "|b1", "float16": "<f2", "uint8": "|u1", "uint16": "<u2"}
-
-_denormals_flushed = False
 
 
 def load_weights(model_json: Path, manifest: list[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -106,22 +104,102 @@ def _spatial_pads(node: dict, x: np.ndarray, kh: int, kw: int, sh: int, sw: int,
     raise NotImplementedError(f"TFJS padding {padding!r} is not supported")
 
 
-def _nchw(x: np.ndarray) -> torch.Tensor:
-    """An NHWC numpy array as a (channels-last) NCHW torch view."""
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2)
-
-
-def _nhwc(t: torch.Tensor) -> np.ndarray:
-    return t.permute(0, 2, 3, 1).contiguous().numpy()
-
-
 def _check_nhwc(node: dict) -> None:
     if _attr(node, "data_format", "NHWC") != "NHWC":
         fmt = _attr(node, "data_format")
         raise NotImplementedError(f"TFJS op {node['op']} with data_format {fmt} is not supported")
 
 
-def _activation(name: str, x: np.ndarray, node: dict, extra: list[np.ndarray]) -> np.ndarray:
+def _pad(x: np.ndarray, pads: list[int], value: float) -> np.ndarray:
+    """NHWC `x` as float32, padded by [top, bottom, left, right] with `value`."""
+    top, bottom, left, right = pads
+    n, h, w, c = x.shape
+    out = np.full((n, h + top + bottom, w + left + right, c), value, np.float32)
+    out[:, top : top + h, left : left + w] = x
+    return out
+
+
+def _taps(x: np.ndarray, pads: list[int], kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, value: float = 0.0):
+    """Yield (i, j, view) per kernel position: the (N, OH, OW, C) part of the padded input that tap (i, j) sees.
+
+    With strides > 1 the padded input is first split into its phases x[:, a::sh, b::sw] (each copied once), so
+    every view has contiguous rows: numpy and BLAS then run over long inner loops.
+    """
+    xp = _pad(x, pads, value) if any(pads) else np.ascontiguousarray(x, dtype=np.float32)
+    oh = (xp.shape[1] - (kh - 1) * dh - 1) // sh + 1
+    ow = (xp.shape[2] - (kw - 1) * dw - 1) // sw + 1
+    phases: dict[tuple[int, int], np.ndarray] = {}
+    for i in range(kh):
+        for j in range(kw):
+            (r, a), (q, b) = divmod(i * dh, sh), divmod(j * dw, sw)
+            if (a, b) not in phases:
+                phases[a, b] = xp if sh == sw == 1 else np.ascontiguousarray(xp[:, a::sh, b::sw])
+            yield i, j, phases[a, b][:, r : r + oh, q : q + ow]
+
+
+def _conv2d(x: np.ndarray, w: np.ndarray, pads: list[int], strides, dilations) -> np.ndarray:
+    """NHWC convolution with a [KH, KW, C, O] filter: the sum over kernel positions of input view @ w[i, j]."""
+    kh, kw, c, o = w.shape
+    if kh == kw == 1 and strides == (1, 1) and not any(pads):
+        return (x.reshape(-1, c) @ w[0, 0]).reshape(*x.shape[:3], o)
+    out = None
+    for i, j, view in _taps(x, pads, kh, kw, *strides, *dilations):
+        if out is None:
+            out = view @ w[i, j]
+        else:
+            out += view @ w[i, j]
+    return out
+
+
+def _depthwise_conv2d(x: np.ndarray, w: np.ndarray, pads: list[int], strides, dilations) -> np.ndarray:
+    """NHWC depthwise convolution with a [KH, KW, C, M] filter (output channel c*M + m): the sum over kernel
+    positions of input view * w[i, j]."""
+    kh, kw, c, m = w.shape
+    if m > 1:
+        x = np.repeat(x, m, axis=3)  # output channel c*M + m reads input channel c
+    out = tmp = wt = None
+    for i, j, view in _taps(x, pads, kh, kw, *strides, *dilations):
+        if out is None:
+            # one weight per (column, channel), so each multiply runs over whole rows (OW*C), not C at a time
+            wt = np.tile(w.reshape(kh, kw, 1, c * m), (1, 1, view.shape[2], 1))
+            out = view * wt[i, j]
+            tmp = np.empty_like(out)
+        else:
+            out += np.multiply(view, wt[i, j], out=tmp)
+    return out
+
+
+def _conv(node: dict, x: np.ndarray, w: np.ndarray, depthwise: bool) -> np.ndarray:
+    _check_nhwc(node)
+    _, sh, sw, _ = _attr(node, "strides", [1, 1, 1, 1])
+    _, dh, dw, _ = _attr(node, "dilations", [1, 1, 1, 1])
+    kh, kw = w.shape[:2]
+    pads = _spatial_pads(node, x, kh, kw, sh, sw, dh, dw)
+    x, w = np.asarray(x, dtype=np.float32), np.asarray(w, dtype=np.float32)
+    return (_depthwise_conv2d if depthwise else _conv2d)(x, w, pads, (sh, sw), (dh, dw))
+
+
+def _pool(node: dict, x: np.ndarray, kind: str) -> np.ndarray:
+    """MaxPool (padding never wins) or AvgPool (averaging only the valid, unpadded part of each window, as TF)."""
+    _check_nhwc(node)
+    _, kh, kw, _ = _attr(node, "ksize")
+    _, sh, sw, _ = _attr(node, "strides")
+    pads = _spatial_pads(node, x, kh, kw, sh, sw, 1, 1)
+    out = None
+    for _, _, view in _taps(x, pads, kh, kw, sh, sw, 1, 1, -np.inf if kind == "max" else 0.0):
+        if out is None:
+            out = view.copy()
+        elif kind == "max":
+            np.maximum(out, view, out=out)
+        else:
+            out += view
+    if kind == "avg":
+        ones = np.ones((1, *x.shape[1:3], 1), np.float32)
+        out /= sum(view for _, _, view in _taps(ones, pads, kh, kw, sh, sw, 1, 1))
+    return out
+
+
+def _activation(name: str, x: np.ndarray, node: dict, extra: Sequence[np.ndarray]) -> np.ndarray:
     if name == "Relu":
         return np.maximum(x, 0)
     if name == "Relu6":
@@ -138,7 +216,7 @@ def _activation(name: str, x: np.ndarray, node: dict, extra: list[np.ndarray]) -
     raise NotImplementedError(f"TFJS op {node['op']} with fused activation {name} is not supported")
 
 
-def _fused_tail(node: dict, y: np.ndarray, args: list[np.ndarray]) -> np.ndarray:
+def _fused_tail(node: dict, y: np.ndarray, args: Sequence[np.ndarray]) -> np.ndarray:
     """Apply a _Fused* node's `fused_ops` (BiasAdd / FusedBatchNorm, then an activation)."""
     ops = _attr(node, "fused_ops", [])
     i = 0
@@ -221,13 +299,9 @@ def _sparse_to_dense(indices, shape, values, default) -> np.ndarray:
 
 
 class TfjsGraph:
-    """A TFJS graph model (`format: graph-model`) evaluated with numpy + torch."""
+    """A TFJS graph model (`format: graph-model`) evaluated with numpy."""
 
     def __init__(self, model_json: Path):
-        global _denormals_flushed
-        if not _denormals_flushed:
-            torch.set_flush_denormal(True)
-            _denormals_flushed = True
         model_json = Path(model_json)
         spec = json.loads(model_json.read_text())
         self.path = model_json
@@ -238,7 +312,6 @@ class TfjsGraph:
         if missing:
             raise ValueError(f"{model_json}: Const nodes without weights: {missing[:5]}")
         self._plans: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = {}
-        self._torch_weights: dict[str, torch.Tensor] = {}
         self.input_names = [n for n, v in self.nodes.items() if v["op"] == "Placeholder"]
         self.output_names = list(self.signature.get("outputs", {}))
 
@@ -292,18 +365,17 @@ class TfjsGraph:
             for ref in self.nodes[name].get("input", []):
                 last_use[self._split(ref)[0]] = step
         keep = {self._split(o)[0] for o in outputs}
-        with torch.inference_mode():
-            for step, name in enumerate(plan):
-                node = self.nodes[name]
-                if node["op"] == "Placeholder":
-                    raise ValueError(f"TFJS graph input {name!r} was not fed")
-                refs = [self._split(r) for r in node.get("input", []) if not r.startswith("^")]  # skip control edges
-                args = [values[n][i] for n, i in refs]
-                values[name] = self._eval(node, args)
-                for ref in node.get("input", []):
-                    dep = self._split(ref)[0]
-                    if last_use.get(dep) == step and dep not in keep and self.nodes[dep]["op"] != "Const":
-                        values.pop(dep, None)
+        for step, name in enumerate(plan):
+            node = self.nodes[name]
+            if node["op"] == "Placeholder":
+                raise ValueError(f"TFJS graph input {name!r} was not fed")
+            refs = [self._split(r) for r in node.get("input", []) if not r.startswith("^")]  # skip control edges
+            args = [values[n][i] for n, i in refs]
+            values[name] = self._eval(node, args)
+            for ref in node.get("input", []):
+                dep = self._split(ref)[0]
+                if last_use.get(dep) == step and dep not in keep and self.nodes[dep]["op"] != "Const":
+                    values.pop(dep, None)
         return {o: values[self._split(o)[0]][self._split(o)[1]] for o in outputs}
 
     def _eval(self, node: dict[str, Any], args: list[np.ndarray]) -> list[np.ndarray]:
@@ -312,74 +384,9 @@ class TfjsGraph:
             return [self.weights[node["name"]]]
         fn = _OPS.get(op)
         if fn is None:
-            method = getattr(self, f"_op_{op}", None)
-            if method is None:
-                raise NotImplementedError(f"TFJS op {op} (node {node['name']!r}) is not supported by TfjsGraph")
-            out = method(node, args)
-        else:
-            out = fn(node, *args)
+            raise NotImplementedError(f"TFJS op {op} (node {node['name']!r}) is not supported by TfjsGraph")
+        out = fn(node, *args)
         return [np.asarray(o) for o in out] if isinstance(out, tuple) else [np.asarray(out)]
-
-    # -- torch-backed ops (filters are converted once and cached by node name) -------------------
-    def _filter(self, node: dict, w: np.ndarray, depthwise: bool) -> torch.Tensor:
-        """TF filter -> torch layout; cached when the filter is a Const (it always is in practice)."""
-        key = node["name"]
-        if key in self._torch_weights:
-            return self._torch_weights[key]
-        if depthwise:  # [H, W, C, M] -> [C*M, 1, H, W] (output channel c*M + m in both)
-            kh, kw, c, m = w.shape
-            t = w.reshape(kh, kw, c * m).transpose(2, 0, 1)[:, None]
-        else:  # [H, W, I, O] -> [O, I, H, W]
-            t = w.transpose(3, 2, 0, 1)
-        filt = torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32))
-        if self.nodes[self._split(node["input"][1])[0]]["op"] == "Const":
-            self._torch_weights[key] = filt
-        return filt
-
-    def _conv(self, node: dict, x: np.ndarray, w: np.ndarray, depthwise: bool) -> np.ndarray:
-        _check_nhwc(node)
-        _, sh, sw, _ = _attr(node, "strides", [1, 1, 1, 1])
-        _, dh, dw, _ = _attr(node, "dilations", [1, 1, 1, 1])
-        kh, kw = w.shape[:2]
-        top, bottom, left, right = _spatial_pads(node, x, kh, kw, sh, sw, dh, dw)
-        t = _nchw(x)
-        pad: int | tuple[int, int] = 0
-        if top == bottom and left == right:
-            pad = (top, left)
-        else:
-            t = F.pad(t, (left, right, top, bottom))
-        groups = x.shape[3] if depthwise else 1
-        filt = self._filter(node, w, depthwise)
-        y = F.conv2d(t, filt, stride=(sh, sw), padding=pad, dilation=(dh, dw), groups=groups)
-        return _nhwc(y)
-
-    def _op_Conv2D(self, node, args):
-        return self._conv(node, args[0], args[1], depthwise=False)
-
-    def _op_DepthwiseConv2dNative(self, node, args):
-        return self._conv(node, args[0], args[1], depthwise=True)
-
-    def _op__FusedConv2D(self, node, args):
-        return _fused_tail(node, self._conv(node, args[0], args[1], depthwise=False), args[2:])
-
-    def _op_FusedDepthwiseConv2dNative(self, node, args):
-        return _fused_tail(node, self._conv(node, args[0], args[1], depthwise=True), args[2:])
-
-
-def _pool(node: dict, x: np.ndarray, kind: str) -> np.ndarray:
-    _check_nhwc(node)
-    _, kh, kw, _ = _attr(node, "ksize")
-    _, sh, sw, _ = _attr(node, "strides")
-    top, bottom, left, right = _spatial_pads(node, x, kh, kw, sh, sw, 1, 1)
-    pads = (left, right, top, bottom)
-    t = _nchw(x)
-    if kind == "max":
-        y = F.max_pool2d(F.pad(t, pads, value=-np.inf) if any(pads) else t, (kh, kw), (sh, sw))
-    else:  # TF AvgPool averages over the valid (unpadded) part of each window only
-        y = F.avg_pool2d(F.pad(t, pads), (kh, kw), (sh, sw))
-        if any(pads):
-            y = y / F.avg_pool2d(F.pad(torch.ones_like(t[:, :1]), pads), (kh, kw), (sh, sw))
-    return _nhwc(y)
 
 
 def _resize_bilinear(node: dict, x: np.ndarray, size: np.ndarray) -> np.ndarray:
@@ -447,6 +454,10 @@ _OPS: dict[str, Callable[..., Any]] = {
     "GatherV2": lambda n, p, i, ax: np.take(p, i, axis=int(ax)),
     "TopKV2": lambda n, x, k: _top_k(x, int(k)),
     "SparseToDense": lambda n, i, s, v, d: _sparse_to_dense(i, s, v, d),
+    "Conv2D": lambda n, x, w: _conv(n, x, w, depthwise=False),
+    "DepthwiseConv2dNative": lambda n, x, w: _conv(n, x, w, depthwise=True),
+    "_FusedConv2D": lambda n, x, w, *extra: _fused_tail(n, _conv(n, x, w, depthwise=False), extra),
+    "FusedDepthwiseConv2dNative": lambda n, x, w, *extra: _fused_tail(n, _conv(n, x, w, depthwise=True), extra),
     "MaxPool": lambda n, x: _pool(n, x, "max"),
     "AvgPool": lambda n, x: _pool(n, x, "avg"),
     "ResizeBilinear": _resize_bilinear,
