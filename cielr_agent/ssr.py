@@ -166,7 +166,8 @@ class SceneGraph(BaseModel):
         """A compact text view of the SSR for an LLM prompt: what a decision needs and few tokens besides.
 
         A label's knowledge card goes right under the first object that has it (once: twelve people get one
-        person card); a "could also be" label gets the card's first clause. `near` relations are left out."""
+        person card), a "could also be" label's card too (a horse detected as a sheep keeps "ridden, pulls carts").
+        `near` relations are left out."""
         knowledge = knowledge or {}
         carded: set[str] = set()
         ranked = any(o.depth_rank is not None for o in self.objects)
@@ -179,11 +180,10 @@ class SceneGraph(BaseModel):
             if o.nearness is not None:
                 depth += f", nearness {o.nearness:.2f} (1 = closest)"
             lines.append(f"  #{o.id} {o.label} box [{x0},{y0},{x1},{y1}]{depth}; {_attributes_text(o.attributes)}")
-            for i, label in enumerate([o.label, *o.alternatives]):
+            for label in [o.label, *o.alternatives]:
                 if label in knowledge and label not in carded:
                     carded.add(label)
-                    card = knowledge[label] if i == 0 else knowledge[label].split(";")[0].rstrip(".") + "."
-                    lines.append(f"     {label}: {card}")
+                    lines.append(f"     {label}: {knowledge[label]}")
         shown = [r for r in self.relations if r.predicate != "near"]
         if shown:
             names = {o.id: f"#{o.id} {o.label}" for o in self.objects}
