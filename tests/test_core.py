@@ -171,4 +171,4 @@ def test_render_leaves_pairwise_left_of_out_of_crowded_scenes():
                                                      for i in range(CROWDED)])
     assert "left of" in few or "in front of" in few
     text = crowd.render()
-    assert "left of" not in text and "#19 person box [270,60,290,99]" in text
+    assert "left of" not in text and "#17 person box [210,60,230,99]" in text
