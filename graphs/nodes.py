@@ -14,7 +14,7 @@ from langgraph.types import interrupt
 
 from cielr_agent.actions import EditDecision, EditPlan, SearchDecision
 from cielr_agent.errors import EditError, TargetNotFoundError
-from cielr_agent.llm import structured_call
+from cielr_agent.llm import LLMOutputError, structured_call
 from cielr_agent.masks import box_iou
 from cielr_agent.prompts import load_knowledge, render
 from cielr_agent.results import ExecutedAction, LLMCall, ToolCall
@@ -94,9 +94,16 @@ def decide(state: EditState, runtime: Runtime[EditContext]) -> dict:
             validate_plan(decision, state)  # this decision is final: its steps must be executable
 
     _progress(runtime, "decide", "LLM: deciding the edit")
-    reply = structured_call(ctx.model, EditDecision, messages, retries=1, validate=validate)
-    decision: EditDecision = reply.value
-    record = {"llm_calls": [_llm_record("decide", reply)], "timings": {"llm": reply.seconds}}
+    try:
+        reply = structured_call(ctx.model, EditDecision, messages, retries=1, validate=validate)
+        decision: EditDecision = reply.value
+        call = _llm_record("decide", reply)
+    except LLMOutputError as exc:  # still invalid after the repair round: keep the steps that can be executed
+        decision = _executable_part(exc, state)
+        n_in, n_cached, n_out = exc.usage
+        call = LLMCall(node="decide", seconds=round(exc.seconds, 3), input_tokens=n_in, cached_tokens=n_cached,
+                       output_tokens=n_out, attempts=exc.attempts, output=decision.model_dump_json())
+    record = {"llm_calls": [call], "timings": {"llm": call.seconds}}
     request = _request(decision, ctx.workspace)
     if request is not None and can_ask and _request_key(request) not in asked:
         return {**record, "pending": request, "iterations": state.get("iterations", 0) + 1, "status": "gathering"}
@@ -108,6 +115,27 @@ def decide(state: EditState, runtime: Runtime[EditContext]) -> dict:
         raise _not_found(edit_plan.rationale, state["scene"])
     _progress(runtime, "decide", f"plan: {edit_plan.rationale}")
     return {**record, "pending": None, "plan": edit_plan, "status": "planned"}
+
+
+def _executable_part(exc: LLMOutputError, state: EditState) -> EditDecision:
+    """The last reply's executable steps, in order, when it parses and some are valid (a three-step instruction
+    whose "change the background" step names no object still gets its other two); the rationale says what was
+    left out and why. Re-raises `exc` when nothing can be executed."""
+    try:
+        decision = EditDecision.model_validate_json(exc.raw)
+    except ValueError:
+        raise exc from None
+    kept, dropped = [], []
+    for i, step in enumerate(decision.steps, start=1):
+        try:
+            validate_plan(decision.model_copy(update={"steps": [*kept, step]}), state)
+            kept.append(step)
+        except (ValueError, KeyError) as err:
+            dropped.append(f"step {i} ({step.action}): {err}")
+    if not kept:
+        raise exc
+    return decision.model_copy(update={"steps": kept, "detect": [], "describe": None,
+                                       "reason": f"{decision.reason} Left out: {'; '.join(dropped)}"})
 
 
 def _ids(scene) -> str:

@@ -298,3 +298,16 @@ def test_a_second_implausible_placement_fails_with_the_reason(detector):
     with pytest.raises(LLMOutputError, match="far from #2 dog"):
         cielr_agent.edit(DOG, "Move the dog to the right side of the porch", llm=ScriptedChatModel([across, across]),
                          dry_run=True, **FAKE)
+
+
+def test_after_the_repair_round_the_executable_steps_still_run(detector):
+    """A three-step instruction whose one step names no object (or an unknown one) twice keeps the other steps;
+    the rationale says what was left out."""
+    mixed = EditDecision(reason="dog, background, truck", steps=[
+        PlannedStep(action="remove", object_id=2), PlannedStep(action="replace", prompt="a beach"),
+        PlannedStep(action="recolor", object_id=3, color="blue")])
+    result = cielr_agent.edit(DOG, "remove the dog, make it a beach, paint the truck blue", dry_run=True,
+                              llm=ScriptedChatModel([mixed, mixed]), **FAKE)
+    assert [a.type for a in result.plan.actions] == ["remove", "recolor"]
+    assert "Left out: step 2 (replace): step 'replace' needs object_id" in result.plan.rationale
+    assert result.llm_calls[0].attempts == 2

@@ -21,15 +21,18 @@ _MAX_ECHO = 2000  # characters of a bad reply echoed back to the model / into er
 class LLMOutputError(RuntimeError):
     """The model did not produce a valid structured reply after all attempts.
 
-    `raw` is the text of the last reply, `errors` the error of each attempt, `attempts` their count."""
+    `raw` is the text of the last reply, `errors` the error of each attempt, `attempts` their count, `usage` and
+    `seconds` what all attempts cost."""
 
     def __init__(self, message: str, *, raw: str = "", errors: list[str] | None = None, attempts: int = 0,
-                 schema: str = ""):
+                 schema: str = "", usage: tuple[int, int, int] = (0, 0, 0), seconds: float = 0.0):
         super().__init__(message)
         self.raw = raw
         self.errors = list(errors or [])
         self.attempts = attempts
         self.schema = schema
+        self.usage = usage  # (prompt, of those reused, generated) tokens over all attempts
+        self.seconds = seconds
 
 
 @dataclass
@@ -157,4 +160,6 @@ def structured_call(
         errors=errors,
         attempts=attempts,
         schema=schema.__name__,
+        usage=(n_in, n_cached, n_out),
+        seconds=time.perf_counter() - t0,
     )
