@@ -89,8 +89,8 @@ def decide(state: EditState, runtime: Runtime[EditContext]) -> dict:
     def validate(decision: EditDecision) -> None:
         if decision.describe is not None and not state["scene"].has(decision.describe):
             raise ValueError(f"describe {decision.describe} does not exist; valid objects: {_ids(state['scene'])}")
-        request = _request(decision, ctx.workspace)
-        if request is None or not can_ask or _request_key(request) in asked:
+        request = _request(decision, ctx.workspace) if can_ask else None
+        if request is None or _request_key(request) in asked:
             validate_plan(decision, state)  # this decision is final: its steps must be executable
 
     _progress(runtime, "decide", "LLM: deciding the edit")
@@ -104,8 +104,8 @@ def decide(state: EditState, runtime: Runtime[EditContext]) -> dict:
         call = LLMCall(node="decide", seconds=round(exc.seconds, 3), input_tokens=n_in, cached_tokens=n_cached,
                        output_tokens=n_out, attempts=exc.attempts, output=decision.model_dump_json())
     record = {"llm_calls": [call], "timings": {"llm": call.seconds}}
-    request = _request(decision, ctx.workspace)
-    if request is not None and can_ask and _request_key(request) not in asked:
+    request = _request(decision, ctx.workspace) if can_ask else None
+    if request is not None and _request_key(request) not in asked:
         return {**record, "pending": request, "iterations": state.get("iterations", 0) + 1, "status": "gathering"}
     edit_plan = validate_plan(decision, state)
     if not edit_plan.actions:
