@@ -120,20 +120,19 @@ class _Editor:
             return np.zeros_like(pockets)
         return pockets
 
-    def others(self, object_id: int) -> np.ndarray | None:
-        """The (known) masks of every other object, grown a little; None when there are none."""
+    def others(self, object_id: int, include=None) -> np.ndarray | None:
+        """The (known) masks of the other objects (those `include` accepts), grown a little; None when none."""
         ws = self.ws
-        masks = [ws.mask(o.id) for o in ws.scene.objects if o.id != object_id and o.id in ws.known_masks()]
+        masks = [ws.mask(o.id) for o in ws.scene.objects
+                 if o.id != object_id and o.id in ws.known_masks() and (include is None or include(o))]
         return dilate(np.logical_or.reduce(masks), 3) if masks else None
 
-    def fill_sources_to_protect(self, object_id: int) -> np.ndarray | None:
-        """Other objects a removal must not copy into the hole: those in front of the object and those beside it.
-        Objects it stands in front of are background there (a wheel behind a dog continues into the hole)."""
-        ws = self.ws
-        target = ws.scene.get(object_id)
-        masks = [ws.mask(o.id) for o in ws.scene.objects
-                 if o.id != object_id and o.id in ws.known_masks() and not in_front(target, o)]
-        return dilate(np.logical_or.reduce(masks), 3) if masks else None
+    def fill_hole(self, object_id: int, region: np.ndarray) -> np.ndarray:
+        """The image with the object's `region` filled. Objects in front of it or beside it are never copied in;
+        objects it stands in front of are background there (a wheel behind a dog continues into the hole)."""
+        target = self.ws.scene.get(object_id)
+        protect = self.others(object_id, include=lambda o: not in_front(target, o))
+        return self.fill(region, protect=None if protect is None else protect & ~region)
 
     def fill(self, region: np.ndarray, protect: np.ndarray | None = None) -> np.ndarray:
         """The current image with `region` filled by the active remover (pixels outside it untouched).
@@ -174,11 +173,7 @@ class _Editor:
                 new_mask &= ~keep
         if not new_mask.any():
             raise ToolException(f"#{obj.id} {obj.label} would end up outside the image; choose another placement")
-        if keep_original:
-            background = ws.image
-        else:
-            hole, protect = ws.edit_mask(obj.id, whole=True), self.fill_sources_to_protect(obj.id)
-            background = self.fill(hole, protect=None if protect is None else protect & ~hole)
+        background = ws.image if keep_original else self.fill_hole(obj.id, ws.edit_mask(obj.id, whole=True))
         return composite(background, pixels, moved), new_mask
 
     def placed_object(self, obj: SceneObject, oid: int, image: np.ndarray, mask: np.ndarray,
@@ -244,8 +239,7 @@ def editing_tools(ws: Workspace, handle_errors: bool = True) -> list[StructuredT
         obj = ed.target(object_id)
         region = ed.region(object_id, grow, whole=True) & ~ed.see_through(object_id)
         before = ws.changed_pixels()
-        protect = ed.fill_sources_to_protect(object_id)
-        ws.image = ed.fill(region, protect=None if protect is None else protect & ~region)
+        ws.image = ed.fill_hole(object_id, region)
         ws.scene = ws.scene.apply(f"remove #{object_id}", "remove_object", remove=[object_id],
                                   changes=[f"removed #{object_id} {obj.label}"])
         ws.forget_mask(object_id)
