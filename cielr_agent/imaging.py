@@ -64,6 +64,12 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write a binary file via a temp file and rename."""
+    _atomic(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+    return Path(path)
+
+
 def image_key(image: np.ndarray) -> str:
     """A cheap identity of an image's pixels: shape, dtype and a hash of the bytes."""
     data = np.ascontiguousarray(image)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
-import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -127,14 +126,12 @@ class PrefixStates:
     def _write(self, key: str, data: bytes, n_tokens: int) -> None:
         if self.folder is None:
             return
+        from cielr_agent.imaging import write_bytes_atomic, write_text_atomic
+
         state, meta = self._paths(key)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            for path, payload in ((state, data), (meta, json.dumps({
-                    "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "tokens": n_tokens,
-                    "model": json.loads(self._identity)}).encode())):
-                tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-                tmp.write_bytes(payload)
-                os.replace(tmp, path)
+            write_bytes_atomic(state, data)
+            write_text_atomic(meta, json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                                                "tokens": n_tokens, "model": json.loads(self._identity)}))
         except OSError:
             pass  # a read-only cache only costs the next process the evaluation
