@@ -2,17 +2,39 @@
 
     import cielr_agent
     result = cielr_agent.edit("photo.jpg", "remove the vehicle that has no engine", "out.png")
+
+The names below are imported on first use, so that `import cielr_agent.<module>` (the CLI, a backend) does not
+pay for LangChain and LangGraph until it needs them.
 """
 
-from .actions import EditAction, EditPlan
-from .api import edit, perceive
-from .config import AgentConfig
-from .errors import EditError, InstructionError, TargetNotFoundError
-from .results import EditResult
-from .ssr import SceneGraph, SceneObject
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = [
-    "AgentConfig", "EditAction", "EditError", "EditPlan", "EditResult", "InstructionError", "SceneGraph",
-    "SceneObject", "TargetNotFoundError", "edit", "perceive",
-]
+
+_EXPORTS = {
+    "AgentConfig": "config", "EditAction": "actions", "EditError": "errors", "EditPlan": "actions",
+    "EditResult": "results", "InstructionError": "errors", "SceneGraph": "ssr", "SceneObject": "ssr",
+    "TargetNotFoundError": "errors", "edit": "api", "perceive": "api",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .actions import EditAction, EditPlan
+    from .api import edit, perceive
+    from .config import AgentConfig
+    from .errors import EditError, InstructionError, TargetNotFoundError
+    from .results import EditResult
+    from .ssr import SceneGraph, SceneObject
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -37,7 +38,20 @@ def _approve_on_terminal(payload: dict) -> bool:
     return input("Execute this plan? [y/N] ").strip().lower() in ("y", "yes")
 
 
+def _preload_llm(args: argparse.Namespace) -> None:
+    """Start loading a local LLM's weights before LangChain, LangGraph and the vision models are imported."""
+    from .config import AgentConfig
+    from .llm.llama_weights import preload
+
+    try:
+        config = AgentConfig.load(args.profile, llm=args.llm)
+    except Exception:  # noqa: BLE001 - a bad profile is reported by edit() with its message
+        return
+    preload(config.llm, config.llm_options)
+
+
 def _cmd_edit(args: argparse.Namespace) -> int:
+    _preload_llm(args)
     from .api import edit
     from .imaging import save_image_atomic
     from .overlay import draw_overlay
@@ -153,9 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .errors import EditError, InstructionError, MissingDependencyError, MissingWeightsError
+    from .errors import EditError, InstructionError, LLMOutputError, MissingDependencyError, MissingWeightsError
     from .imaging import ImageInputError
-    from .llm import LLMOutputError
 
     try:
         return args.func(args)
@@ -168,5 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The console entry point: `main()`, then exit without tearing the interpreter down. Every output is
+    written (atomically) before main returns; freeing the loaded models at exit only costs time (~0.4 s)."""
+    try:
+        code = main()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

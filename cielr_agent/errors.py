@@ -21,3 +21,20 @@ class MissingWeightsError(RuntimeError):
 
 class MissingDependencyError(RuntimeError):
     """An optional package a backend needs is not installed, or cannot run next to this environment."""
+
+
+class LLMOutputError(RuntimeError):
+    """The model did not produce a valid structured reply after all attempts.
+
+    `raw` is the text of the last reply, `errors` the error of each attempt, `attempts` their count, `usage` and
+    `seconds` what all attempts cost."""
+
+    def __init__(self, message: str, *, raw: str = "", errors: list[str] | None = None, attempts: int = 0,
+                 schema: str = "", usage: tuple[int, int, int] = (0, 0, 0), seconds: float = 0.0):
+        super().__init__(message)
+        self.raw = raw
+        self.errors = list(errors or [])
+        self.attempts = attempts
+        self.schema = schema
+        self.usage = usage  # (prompt, of those reused, generated) tokens over all attempts
+        self.seconds = seconds

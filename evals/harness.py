@@ -14,7 +14,7 @@ from PIL import Image
 from cielr_agent.config import AgentConfig
 from cielr_agent.errors import EditError
 from cielr_agent.imaging import load_image, save_image_atomic
-from cielr_agent.llm import LLMOutputError
+from cielr_agent.errors import LLMOutputError
 from cielr_agent.overlay import draw_overlay
 from cielr_agent.results import EditResult
 

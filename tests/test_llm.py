@@ -422,3 +422,32 @@ def test_tiny_system_prefix_is_reused_and_restored_from_disk(tmp_path):
         assert ask("Name a colour.").response_metadata["prefix"] == "evaluated" and state.stat().st_size > 1000
     finally:
         monkey.undo()
+
+
+@pytest.mark.assets
+def test_greedy_grammar_sampler_matches_the_full_grammar_chain():
+    """The argmax-first grammar sampler picks exactly what grammar-then-greedy picks, including where the grammar
+    rejects the model's favourite token (odd enum words force that)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from cielr_agent.assets import ensure_asset
+    from cielr_agent.llm import schema_to_grammar
+    from cielr_agent.llm.greedy_grammar import GreedyGrammarLlama
+
+    path = str(ensure_asset("smollm2-135m"))
+    schema = {"type": "object", "properties": {
+        "reason": {"type": "string"}, "pick": {"enum": ["zyxomorph", "quillback", "bicycle"]},
+        "ids": {"type": "array", "items": {"type": "integer"}}}, "required": ["reason", "pick", "ids"]}
+    grammar = schema_to_grammar(schema)
+    prompts = ["Which vehicle has no engine? Answer in JSON.", "List three numbers and a word as JSON."]
+    replies = {}
+    for cls in (llama_cpp.Llama, GreedyGrammarLlama):
+        llama = cls(model_path=path, n_ctx=512, n_threads=2, verbose=False)
+        for text in prompts:
+            llama.reset()
+            out = llama.create_completion(prompt=text, max_tokens=48, temperature=0.0, grammar=grammar)
+            replies.setdefault(text, []).append(out["choices"][0]["text"])
+        if cls is GreedyGrammarLlama:
+            assert llama._sampler.custom_samplers[0][1].full_passes > 0  # the fallback path ran
+        llama.close()
+    for text, (reference, fast) in replies.items():
+        assert fast == reference, text

@@ -1,19 +1,35 @@
-"""The LLM layer: in-process llama.cpp chat model, provider factory, portable structured calls."""
+"""The LLM layer: in-process llama.cpp chat model, provider factory, portable structured calls.
 
-from .llamacpp_chat import NATIVE_STRUCTURED_METHOD, ChatLlamaCpp, load_llama, schema_to_grammar
-from .providers import ACCEPTED_SPECS, EMBEDDED_MODELS, make_chat_model, structured_method
-from .structured import LLMOutputError, StructuredReply, structured_call
+Names are imported on first use (`llama_weights` alone does not import LangChain; see its docstring)."""
 
-__all__ = [
-    "ACCEPTED_SPECS",
-    "EMBEDDED_MODELS",
-    "NATIVE_STRUCTURED_METHOD",
-    "ChatLlamaCpp",
-    "LLMOutputError",
-    "StructuredReply",
-    "load_llama",
-    "make_chat_model",
-    "schema_to_grammar",
-    "structured_call",
-    "structured_method",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "ACCEPTED_SPECS": "providers", "EMBEDDED_MODELS": "llama_weights", "NATIVE_STRUCTURED_METHOD": "llamacpp_chat",
+    "ChatLlamaCpp": "llamacpp_chat", "LLMOutputError": "errors", "StructuredReply": "structured",
+    "load_llama": "llama_weights", "make_chat_model": "providers", "schema_to_grammar": "llamacpp_chat",
+    "structured_call": "structured", "structured_method": "providers",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .llama_weights import EMBEDDED_MODELS, load_llama
+    from .llamacpp_chat import NATIVE_STRUCTURED_METHOD, ChatLlamaCpp, schema_to_grammar
+    from .providers import ACCEPTED_SPECS, make_chat_model, structured_method
+    from cielr_agent.errors import LLMOutputError
+
+    from .structured import StructuredReply, structured_call
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = "cielr_agent.errors" if _EXPORTS[name] == "errors" else f"{__name__}.{_EXPORTS[name]}"
+        return getattr(import_module(module), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -12,7 +12,6 @@ validated with pydantic (or returned as a dict for JSON-schema dicts).
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
@@ -40,6 +39,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field, ValidationError
 
+from .llama_weights import _PREFIXES, DEFAULT_N_CTX, LOAD_SECONDS, default_threads, load_llama
 from .prefix_states import PrefixStates, common_prefix
 
 __all__ = [
@@ -56,66 +56,6 @@ NATIVE_STRUCTURED_METHOD = "json_schema"
 # used for a GGUF that carries no chat template
 _CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-
-# ---------------------------------------------------------------------------------------------
-# Shared weights: one llama_cpp.Llama per (path, n_ctx, n_threads), one lock per instance
-# (a llama context is not thread-safe; LangGraph may run nodes from several threads).
-# ---------------------------------------------------------------------------------------------
-
-_CACHE_LOCK = threading.Lock()
-_LLAMAS: dict[tuple[str, int, int], Any] = {}
-_RUN_LOCKS: dict[tuple[str, int, int], threading.Lock] = {}
-_PREFIXES: dict[tuple[str, int, int], PrefixStates] = {}
-LOAD_SECONDS: dict[tuple[str, int, int], float] = {}
-
-
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def load_llama(model_path: str, n_ctx: int = 8192, n_threads: int | None = None, *, seed: int = 0,
-               verbose: bool = False) -> tuple[Any, threading.Lock]:
-    """Return the cached `llama_cpp.Llama` for (path, n_ctx, threads) and its run lock, loading it once."""
-    path = str(Path(model_path).expanduser().resolve())
-    threads = n_threads or _default_threads()
-    key = (path, int(n_ctx), int(threads))
-    with _CACHE_LOCK:
-        llama = _LLAMAS.get(key)
-        if llama is not None:
-            return llama, _RUN_LOCKS[key]
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"GGUF model file not found: {path}")
-        try:
-            from llama_cpp import Llama
-        except ImportError as e:  # pragma: no cover - depends on the install
-            raise ImportError(
-                "ChatLlamaCpp needs llama-cpp-python: pip install 'cielr-agent[embedded]'"
-            ) from e
-        t0 = time.perf_counter()
-        llama = Llama(
-            model_path=path,
-            n_ctx=int(n_ctx),
-            n_threads=int(threads),
-            n_threads_batch=int(threads),
-            seed=seed,
-            verbose=verbose,
-            # read, not mapped: llama.cpp repacks the weights for the CPU into its own buffers, so a mapping
-            # would keep a second, touched copy of the file resident (measured: 2.1 GB vs 1.5 GB peak, same speed)
-            use_mmap=False,
-        )
-        # Prompt-prefix reuse: llama.cpp re-evaluates only the tokens after the longest common prefix with what
-        # it holds; the fixed system prompts' KV states are kept in memory and on disk (see prefix_states).
-        from cielr_agent.assets import cache_dir
-
-        _PREFIXES[key] = PrefixStates(llama, path, cache_dir() / "llm-prefix")
-        LOAD_SECONDS[key] = time.perf_counter() - t0
-        _LLAMAS[key] = llama
-        _RUN_LOCKS[key] = threading.Lock()
-        return llama, _RUN_LOCKS[key]
-
 
 # ---------------------------------------------------------------------------------------------
 # JSON schema -> llama.cpp grammar
@@ -417,7 +357,7 @@ class ChatLlamaCpp(BaseChatModel):
     """
 
     model_path: str
-    n_ctx: int = 6144  # a crowded scene with its knowledge cards and one repair round fits
+    n_ctx: int = DEFAULT_N_CTX
     n_threads: int | None = None
     temperature: float = 0.0
     max_tokens: int = 512
@@ -450,7 +390,7 @@ class ChatLlamaCpp(BaseChatModel):
         }
 
     def _threads(self) -> int:
-        return self.n_threads or _default_threads()
+        return self.n_threads or default_threads()
 
     def _llama(self) -> tuple[Any, threading.Lock]:
         return load_llama(self.model_path, self.n_ctx, self._threads(), seed=self.seed, verbose=self.verbose)

@@ -9,15 +9,11 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
+from .llama_weights import EMBEDDED_MODELS
 from .llamacpp_chat import NATIVE_STRUCTURED_METHOD, ChatLlamaCpp
 
 __all__ = ["ACCEPTED_SPECS", "EMBEDDED_MODELS", "make_chat_model", "structured_method"]
 
-# spec -> asset name (see cielr_agent.assets)
-EMBEDDED_MODELS = {
-    "embedded": "qwen2.5-coder-1.5b",
-    "embedded-tiny": "smollm2-135m",
-}
 
 ACCEPTED_SPECS = (
     '"embedded" (Qwen2.5-Coder-1.5B GGUF, in-process), "embedded-tiny" (SmolLM2-135M GGUF, in-process), '

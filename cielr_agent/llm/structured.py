@@ -11,28 +11,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel, ValidationError
 
+from cielr_agent.errors import LLMOutputError
+
 from .providers import structured_method
 
 __all__ = ["LLMOutputError", "StructuredReply", "structured_call"]
 
 _MAX_ECHO = 2000  # characters of a bad reply echoed back to the model / into errors
-
-
-class LLMOutputError(RuntimeError):
-    """The model did not produce a valid structured reply after all attempts.
-
-    `raw` is the text of the last reply, `errors` the error of each attempt, `attempts` their count, `usage` and
-    `seconds` what all attempts cost."""
-
-    def __init__(self, message: str, *, raw: str = "", errors: list[str] | None = None, attempts: int = 0,
-                 schema: str = "", usage: tuple[int, int, int] = (0, 0, 0), seconds: float = 0.0):
-        super().__init__(message)
-        self.raw = raw
-        self.errors = list(errors or [])
-        self.attempts = attempts
-        self.schema = schema
-        self.usage = usage  # (prompt, of those reused, generated) tokens over all attempts
-        self.seconds = seconds
 
 
 @dataclass

@@ -15,7 +15,6 @@ Pre-processing follows the models' training set-ups, checked on the sample photo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 from cielr_agent.errors import MissingWeightsError
 from cielr_agent.imaging import image_key  # noqa: F401 - re-exported for the foundation backends
