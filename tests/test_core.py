@@ -172,3 +172,15 @@ def test_render_leaves_pairwise_left_of_out_of_crowded_scenes():
     assert "left of" in few or "in front of" in few
     text = crowd.render()
     assert "left of" not in text and "#17 person box [210,60,230,99]" in text
+
+
+def test_render_ranks_sizes_per_label_instead_of_pairwise_larger_than_in_crowded_scenes():
+    from cielr_agent.ssr import CROWDED
+
+    people = [obj(10 + i, "person", (10.0 * i, 40.0, 10.0 * i + 2 + 2 * i, 79.0)) for i in range(CROWDED)]
+    few = scene().apply("detect", "detect_objects", add=people[:3])
+    assert "larger than" in few.render()  # a small scene keeps its pairs
+    text = scene().apply("detect", "detect_objects", add=people).render()
+    assert "larger than" not in text
+    ranking = [line for line in text.splitlines() if line.startswith("Sizes, largest first: ")]
+    assert ranking == ["Sizes, largest first: person " + ", ".join(f"#{10 + i}" for i in reversed(range(CROWDED)))]

@@ -451,3 +451,24 @@ def test_greedy_grammar_sampler_matches_the_full_grammar_chain():
         llama.close()
     for text, (reference, fast) in replies.items():
         assert fast == reference, text
+
+
+@pytest.mark.assets
+def test_output_printed_while_weights_load_in_the_background_is_not_lost(capfd):
+    """llama-cpp-python silences a load by pointing stdout/stderr at /dev/null; a background load must not swallow
+    what the command prints meanwhile (progress lines, the error of a bad input)."""
+    import sys
+
+    pytest.importorskip("llama_cpp")
+    from cielr_agent.llm import llama_weights
+
+    thread = llama_weights.preload("embedded-tiny", {"n_ctx": 320})  # a context size no other test loads
+    assert thread is not None
+    written = 0
+    while thread.is_alive() or written == 0:
+        print(f"line {written}", file=sys.stderr, flush=True)
+        written += 1
+    thread.join()
+    err = capfd.readouterr().err
+    assert all(f"line {i}\n" in err for i in range(written))
+    assert "llama_model_loader" not in err  # llama.cpp's info lines stay quiet

@@ -55,6 +55,7 @@ def load_llama(model_path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int | Non
             raise ImportError(
                 "ChatLlamaCpp needs llama-cpp-python: pip install 'cielr-agent[embedded]'"
             ) from e
+        _leave_streams_alone(verbose)
         t0 = time.perf_counter()
         llama = Llama(
             model_path=path,
@@ -78,6 +79,54 @@ def load_llama(model_path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int | Non
         _LLAMAS[key] = llama
         _RUN_LOCKS[key] = threading.Lock()
         return llama, _RUN_LOCKS[key]
+
+
+_LOG_STATE = {"verbose": False, "last": 0}
+_LOG_ERROR, _LOG_CONT = 4, 5  # ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT
+_log_callback: Any = None
+
+
+def _leave_streams_alone(verbose: bool) -> None:
+    """Make model loading print only llama.cpp's errors (everything when `verbose`), without touching stdout/stderr.
+
+    With verbose=False llama-cpp-python silences a load by pointing the process's stdout and stderr (the file
+    descriptors and sys.stdout/sys.stderr) at /dev/null for its duration. That is not thread-safe: while the
+    weights load in the background (`preload`) the progress lines and errors that the command prints are lost.
+    Its log callback also filters by a level table that this llama.cpp no longer matches. So loads here run
+    unsilenced and one log callback does the filtering."""
+    global _log_callback
+    import ctypes
+    import sys
+
+    import llama_cpp
+    from llama_cpp import _internals, llama
+
+    _LOG_STATE["verbose"] = _LOG_STATE["verbose"] or verbose
+    if _log_callback is not None:
+        return
+
+    @llama_cpp.llama_log_callback
+    def log(level: int, text: bytes, _user: Any) -> None:
+        level = _LOG_STATE["last"] if level == _LOG_CONT else level
+        _LOG_STATE["last"] = level
+        if _LOG_STATE["verbose"] or level >= _LOG_ERROR:
+            print(text.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
+
+    _log_callback = log
+    llama_cpp.llama_log_set(log, ctypes.c_void_p(0))
+
+    class _Unsilenced:
+        def __init__(self, disable: bool = True):
+            pass
+
+        def __enter__(self) -> _Unsilenced:
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            return None
+
+    _internals.suppress_stdout_stderr = _Unsilenced
+    llama.suppress_stdout_stderr = _Unsilenced
 
 
 def close_all() -> None:
