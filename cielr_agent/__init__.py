@@ -19,7 +19,19 @@ _EXPORTS = {
     "EditResult": "results", "InstructionError": "errors", "SceneGraph": "ssr", "SceneObject": "ssr",
     "TargetNotFoundError": "errors", "edit": "api", "perceive": "api",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AgentConfig",
+    "EditAction",
+    "EditError",
+    "EditPlan",
+    "EditResult",
+    "InstructionError",
+    "SceneGraph",
+    "SceneObject",
+    "TargetNotFoundError",
+    "edit",
+    "perceive",
+]
 
 if TYPE_CHECKING:
     from .actions import EditAction, EditPlan

@@ -38,20 +38,26 @@ def _approve_on_terminal(payload: dict) -> bool:
     return input("Execute this plan? [y/N] ").strip().lower() in ("y", "yes")
 
 
-def _preload_llm(args: argparse.Namespace) -> None:
-    """Start loading a local LLM's weights before LangChain, LangGraph and the vision models are imported."""
+def _preload_llm(argv: list[str]) -> None:
+    """For `cielr edit`, start loading a local LLM's weights before anything else is imported (the parser, LangChain,
+    LangGraph, the vision models): the load then runs beside those imports and the perception."""
+    if not argv or argv[0] != "edit":
+        return
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--llm")
+    early.add_argument("--profile")
+    known, _ = early.parse_known_args(argv[1:])
     from .config import AgentConfig
     from .llm.llama_weights import preload
 
     try:
-        config = AgentConfig.load(args.profile, llm=args.llm)
+        config = AgentConfig.load(known.profile, llm=known.llm)
     except Exception:  # noqa: BLE001 - a bad profile is reported by edit() with its message
         return
     preload(config.llm, config.llm_options)
 
 
 def _cmd_edit(args: argparse.Namespace) -> int:
-    _preload_llm(args)
     from .api import edit
     from .imaging import save_image_atomic
     from .overlay import draw_overlay
@@ -166,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _preload_llm(argv)
     args = build_parser().parse_args(argv)
     from .errors import EditError, InstructionError, LLMOutputError, MissingDependencyError, MissingWeightsError
     from .imaging import ImageInputError

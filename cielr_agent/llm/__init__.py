@@ -13,14 +13,26 @@ _EXPORTS = {
     "load_llama": "llama_weights", "make_chat_model": "providers", "schema_to_grammar": "llamacpp_chat",
     "structured_call": "structured", "structured_method": "providers",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ACCEPTED_SPECS",
+    "ChatLlamaCpp",
+    "EMBEDDED_MODELS",
+    "LLMOutputError",
+    "NATIVE_STRUCTURED_METHOD",
+    "StructuredReply",
+    "load_llama",
+    "make_chat_model",
+    "schema_to_grammar",
+    "structured_call",
+    "structured_method",
+]
 
 if TYPE_CHECKING:
+    from cielr_agent.errors import LLMOutputError
+
     from .llama_weights import EMBEDDED_MODELS, load_llama
     from .llamacpp_chat import NATIVE_STRUCTURED_METHOD, ChatLlamaCpp, schema_to_grammar
     from .providers import ACCEPTED_SPECS, make_chat_model, structured_method
-    from cielr_agent.errors import LLMOutputError
-
     from .structured import StructuredReply, structured_call
 
 

@@ -64,9 +64,10 @@ def load_llama(model_path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int | Non
             n_threads_batch=int(threads),
             seed=seed,
             verbose=verbose,
-            # read, not mapped: llama.cpp repacks the weights for the CPU into its own buffers, so a mapping
-            # would keep a second, touched copy of the file resident (measured: 2.1 GB vs 1.5 GB peak, same speed)
-            use_mmap=False,
+            # mapped, not read: the load skips copying the file (1.05 vs 1.56 s for the 1.1 GB model). llama.cpp
+            # repacks most weights into its own buffers, so the touched file pages stay resident as clean page
+            # cache (counted in RSS: the README edit peaks at 2.6 instead of 2.0 GB; the kernel can drop them)
+            use_mmap=True,
         )
         # Prompt-prefix reuse: llama.cpp re-evaluates only the tokens after the longest common prefix with what
         # it holds; the fixed system prompts' KV states are kept in memory and on disk (see prefix_states).
