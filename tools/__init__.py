@@ -1,7 +1,7 @@
 """Typed LangChain tools over swappable backends. Each works alone in any LangChain/LangGraph agent:
 
     ws = Workspace.open("photo.jpg"); ws.perceive()
-    agent = create_react_agent(model, make_tools(ws))
+    agent = langchain.agents.create_agent(model, make_tools(ws))
 """
 
 from langchain_core.tools import StructuredTool

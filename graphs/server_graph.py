@@ -1,0 +1,137 @@
+"""The graph the LangGraph Agent Server serves as `cielr_edit` (langgraph.json; `langgraph dev --no-browser`).
+
+Input: `{"image": "<path>", "instruction": "<text>", "output": "<path>"}`, optionally `llm`, `profile` and
+`confirm` (in the input or the run's `configurable`). Final state: `status` (verified / executed / rejected /
+planned for a run without output) and `output`, plus the plan, the scene text and the result summary.
+
+    plan ─▶ approve ─▶ execute
+            (interrupt when confirm)
+
+`plan` perceives and decides (a dry run of the edit graph) and keeps the planned SSR in a file; with `confirm`,
+`approve` interrupts with the plan, the scene and an overlay image path, and `Command(resume=...)` takes True /
+"approve", False / "reject", an edited plan (`{"rationale": ..., "actions": [...]}`) or `{"object_id": N}` to
+retarget a one-action plan; `execute` runs the (approved) plan on that SSR. State holds paths and small JSON,
+never pixels. The weights load once per server process (the chat model's and the backends' caches).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, TypedDict
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
+
+
+class ServerState(TypedDict, total=False):
+    image: str
+    instruction: str
+    output: str | None
+    llm: str | None
+    profile: str | None
+    confirm: bool | None
+    status: str
+    plan: dict | None
+    scene: str  # the SSR as text, for people and clients
+    scene_file: str  # the planned SSR (JSON, with masks) the plan's ids refer to
+    overlay: str  # the input with the objects drawn and the plan's targets in red
+    result: dict  # the edit's summary (plan with targets, timings)
+
+
+def _setting(state: ServerState, config: RunnableConfig, key: str) -> Any:
+    value = state.get(key)
+    return value if value is not None else (config.get("configurable") or {}).get(key)
+
+
+def _work_dir() -> Path:
+    from cielr_agent.assets import cache_dir
+
+    folder = cache_dir() / "server"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _progress(node: str):
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:  # not inside a run
+        return None
+    return lambda where, message: writer({"node": f"{node}/{where}", "message": message})
+
+
+def plan(state: ServerState, config: RunnableConfig) -> dict:
+    """Perceive and decide (no pixels change); keep the planned SSR and an overlay for the approval."""
+    from cielr_agent.api import edit
+    from cielr_agent.imaging import load_image, save_image_atomic
+    from cielr_agent.overlay import draw_overlay
+    from cielr_agent.prompts import load_knowledge
+    from cielr_agent.sessions import store_file
+
+    image = state.get("image")
+    if not image or not Path(image).is_file():
+        raise FileNotFoundError(f"image not found: {image!r}; give the path of an image file on the server")
+    result = edit(image, state.get("instruction", ""), None, llm=_setting(state, config, "llm"),
+                  profile=_setting(state, config, "profile"), dry_run=True, progress=_progress("plan"))
+    scene = result.scenes[-1]
+    folder = _work_dir()
+    scene_file = folder / store_file(folder, "scenes", scene.model_dump_json().encode(), ".json")
+    overlay = folder / "overlays" / f"{hashlib.sha256(scene_file.name.encode() + image.encode()).hexdigest()[:24]}.png"
+    overlay.parent.mkdir(parents=True, exist_ok=True)
+    save_image_atomic(draw_overlay(load_image(image), scene, result.plan.targets() if result.plan else []), overlay)
+    return {"status": "planned", "plan": result.plan.model_dump() if result.plan else None,
+            "scene": scene.render(load_knowledge()), "scene_file": str(scene_file), "overlay": str(overlay),
+            "result": result.summary_json()}
+
+
+def approve(state: ServerState, config: RunnableConfig) -> dict:
+    """With confirm on: interrupt with the plan, the scene and the overlay; apply the person's answer."""
+    if not _setting(state, config, "confirm"):
+        return {}
+    answer = interrupt({"plan": state["plan"], "scene": state["scene"], "overlay": state["overlay"]})
+    if answer is True or (isinstance(answer, str) and answer.strip().lower() in ("y", "yes", "ok", "approve")):
+        return {"status": "approved"}
+    if isinstance(answer, dict) and "actions" in answer:
+        from cielr_agent.actions import EditPlan
+
+        return {"status": "approved", "plan": EditPlan.model_validate(answer).model_dump()}
+    if isinstance(answer, dict) and "object_id" in answer:
+        actions = state["plan"]["actions"]
+        if len(actions) != 1:
+            raise ValueError("retargeting by object_id needs a one-action plan; resume with an edited plan instead")
+        retargeted = {**state["plan"], "actions": [{**actions[0], "target": int(answer["object_id"])}]}
+        return {"status": "approved", "plan": retargeted}
+    return {"status": "rejected"}
+
+
+def route_after_approve(state: ServerState) -> str:
+    return END if state.get("status") == "rejected" or not state.get("output") else "execute"
+
+
+def execute(state: ServerState, config: RunnableConfig) -> dict:
+    """Run the plan on the planned SSR and write the output atomically."""
+    from cielr_agent.api import execute_plan
+    from cielr_agent.ssr import SceneGraph
+
+    scene = SceneGraph.model_validate_json(Path(state["scene_file"]).read_text(encoding="utf-8"))
+    result = execute_plan(state["image"], state["plan"], scene, state["output"], instruction=state.get("instruction", ""),
+                          profile=_setting(state, config, "profile"), progress=_progress("execute"))
+    return {"status": result.status, "output": result.output, "result": result.summary_json()}
+
+
+def build_server_graph():
+    """Compile the served graph (the server supplies the checkpointer)."""
+    g = StateGraph(ServerState)
+    g.add_node("plan", plan)
+    g.add_node("approve", approve)
+    g.add_node("execute", execute)
+    g.add_edge(START, "plan")
+    g.add_edge("plan", "approve")
+    g.add_conditional_edges("approve", route_after_approve, ["execute", END])
+    g.add_edge("execute", END)
+    return g.compile(name="cielr_edit")
+
+
+graph = build_server_graph()
