@@ -100,6 +100,14 @@ def edit(
     ws = _workspace(image, config, scene)
     load_image_s = time.perf_counter() - t0
 
+    if config.planner == "tools":
+        if dry_run or config.confirm:
+            raise EditError("the tools planner edits as it goes: dry runs and approval need planner='structured'")
+        from cielr_agent.graphs.tool_agent import run_tool_agent
+
+        state = run_tool_agent(ws, model, instruction.strip(), prompt_set=config.prompt_set,
+                               max_steps=2 * config.max_iterations + 6, progress=progress)
+        return _result(instruction, ws, state, None, output, load_image_s, started)
     graph = build_edit_graph(checkpointer=InMemorySaver() if config.confirm else None)
     run_config = {"configurable": {"thread_id": uuid.uuid4().hex}, "recursion_limit": 4 * config.max_iterations + 20}
     context = EditContext(workspace=ws, model=model, execute=not dry_run)

@@ -34,6 +34,9 @@ class AgentConfig(BaseModel):
     min_score: float = Field(0.3, ge=0.0, le=1.0, description="detection confidence for the initial scene")
     refine_min_score: float = Field(0.15, ge=0.0, le=1.0, description="confidence when the LLM asks for labels")
     max_iterations: int = Field(3, ge=0, le=12, description="bound on perception tool calls in the reasoning loop")
+    planner: str = Field("structured", pattern="^(structured|tools)$", description="structured: one "
+                         "schema-constrained decision per round (portable, works with small local models); tools: "
+                         "the model calls the typed tools itself (create_agent), for models that call tools well")
     prompt_set: str = "v4"
     confirm: bool = False
     verify: bool = True

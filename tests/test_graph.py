@@ -310,3 +310,28 @@ def test_after_the_repair_round_the_executable_steps_still_run(detector):
     assert [a.type for a in result.plan.actions] == ["remove", "recolor"]
     assert "Left out: step 2 (replace): step 'replace' needs object_id" in result.plan.rationale
     assert result.llm_calls[0].attempts == 2
+
+
+def test_the_tools_planner_lets_the_model_call_the_typed_tools(detector, tmp_path):
+    """planner="tools": a model that calls tools well drives the perception and editing tools itself; the result
+    records the same plan, executed regions and calls as the structured planner."""
+    calls = [
+        AIMessage(content="", tool_calls=[{"id": "1", "name": "describe_object", "args": {"object_id": 1}}]),
+        AIMessage(content="", tool_calls=[{"id": "2", "name": "remove_object", "args": {"object_id": 1}}]),
+        AIMessage(content="Removed #1 bicycle: it is the vehicle without an engine."),
+    ]
+    model = ScriptedChatModel(calls)
+    out = tmp_path / "out.png"
+    result = cielr_agent.edit(DOG, "Remove the vehicle that has no engine", out, llm=model, planner="tools", **FAKE)
+    assert result.status == "executed" and result.output == str(out)
+    assert [a.type for a in result.plan.actions] == ["remove"] and result.plan.actions[0].target == 1
+    assert result.plan.rationale.startswith("Removed #1 bicycle")
+    assert [c.tool for c in result.tool_calls] == ["describe_object", "remove_object"]
+    changed = np.any(load_image(out) != load_image(DOG), axis=2)
+    assert result.executed[0].changed_pixels == int(changed.sum()) > 0
+    x0, y0, x1, y1 = (int(v) for v in result.scenes[0].get(1).box)
+    assert not changed[:, :max(0, x0 - 2)].any() and not changed[max(0, y1 + 2):].any()  # only around the bicycle
+    system = model.calls[0][0].content
+    assert "detect_objects" in system and "Instruction: Remove the vehicle" in model.calls[0][1].content
+    with pytest.raises(EditError, match="planner='structured'"):
+        cielr_agent.edit(DOG, "remove the bicycle", llm=ScriptedChatModel([]), planner="tools", dry_run=True, **FAKE)
