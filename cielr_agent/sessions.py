@@ -228,11 +228,14 @@ class Session:
         self._open(db)
 
     def _open(self, db: Path) -> None:
+        from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
         from langgraph.checkpoint.sqlite import SqliteSaver
 
         self._conn = sqlite3.connect(str(db), check_same_thread=False)
         self._lock = threading.Lock()
-        self._graph = build_session_graph(SqliteSaver(self._conn))
+        # the checkpoint holds these two models; naming them lets the serializer load them without a warning
+        serde = JsonPlusSerializer(allowed_msgpack_modules=[(__name__, "Version"), (__name__, "SessionRequest")])
+        self._graph = build_session_graph(SqliteSaver(self._conn, serde=serde))
 
     @classmethod
     def create(cls, name_or_folder: str | Path, image: str | Path) -> Session:
