@@ -9,15 +9,16 @@ pay for LangChain and LangGraph until it needs them.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "AgentConfig": "config", "EditAction": "actions", "EditError": "errors", "EditPlan": "actions",
-    "EditResult": "results", "InstructionError": "errors", "SceneGraph": "ssr", "SceneObject": "ssr",
-    "TargetNotFoundError": "errors", "edit": "api", "perceive": "api",
+    "AgentConfig": ".config", "EditAction": ".actions", "EditError": ".errors", "EditPlan": ".actions",
+    "EditResult": ".results", "InstructionError": ".errors", "SceneGraph": ".ssr", "SceneObject": ".ssr",
+    "TargetNotFoundError": ".errors", "edit": ".api", "perceive": ".api",
 }
 __all__ = [
     "AgentConfig",
@@ -41,12 +42,4 @@ if TYPE_CHECKING:
     from .results import EditResult
     from .ssr import SceneGraph, SceneObject
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

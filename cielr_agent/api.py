@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import resource
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -44,17 +43,11 @@ def _workspace(image: str | Path | np.ndarray, config: AgentConfig, scene: Scene
 
 def _preload_in_background(model: Any) -> None:
     """Start loading a local model's weights (ChatLlamaCpp.preload) while the image is perceived: the first LLM
-    call then finds them loaded (a fresh `cielr edit` saves the ~1.5 s load). A failed load is not reported here;
-    the first call loads again and raises the actionable error."""
-    preload = getattr(model, "preload", None)
-    if callable(preload):
-        def run() -> None:
-            try:
-                preload()
-            except Exception:  # noqa: BLE001 - reported by the first call, which retries the load
-                pass
+    call then finds them loaded."""
+    if callable(getattr(model, "preload", None)):
+        from .llm.llama_weights import in_background
 
-        threading.Thread(target=run, name="cielr-llm-preload", daemon=True).start()
+        in_background(model.preload)
 
 
 def perceive(image: str | Path | np.ndarray, *, profile: str | Path | None = None, **overrides: Any) -> SceneGraph:

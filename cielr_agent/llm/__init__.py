@@ -4,14 +4,15 @@ Names are imported on first use (`llama_weights` alone does not import LangChain
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cielr_agent.lazy import lazy_exports
 
 _EXPORTS = {
-    "ACCEPTED_SPECS": "providers", "EMBEDDED_MODELS": "llama_weights", "NATIVE_STRUCTURED_METHOD": "llamacpp_chat",
-    "ChatLlamaCpp": "llamacpp_chat", "LLMOutputError": "errors", "StructuredReply": "structured",
-    "load_llama": "llama_weights", "make_chat_model": "providers", "schema_to_grammar": "llamacpp_chat",
-    "structured_call": "structured", "structured_method": "providers",
+    "ACCEPTED_SPECS": ".providers", "EMBEDDED_MODELS": ".llama_weights", "NATIVE_STRUCTURED_METHOD": ".llamacpp_chat",
+    "ChatLlamaCpp": ".llamacpp_chat", "LLMOutputError": "cielr_agent.errors", "StructuredReply": ".structured",
+    "load_llama": ".llama_weights", "make_chat_model": ".providers", "schema_to_grammar": ".llamacpp_chat",
+    "structured_call": ".structured", "structured_method": ".providers",
 }
 __all__ = [
     "ACCEPTED_SPECS",
@@ -35,13 +36,4 @@ if TYPE_CHECKING:
     from .providers import ACCEPTED_SPECS, make_chat_model, structured_method
     from .structured import StructuredReply, structured_call
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        module = "cielr_agent.errors" if _EXPORTS[name] == "errors" else f"{__name__}.{_EXPORTS[name]}"
-        return getattr(import_module(module), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

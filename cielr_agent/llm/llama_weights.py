@@ -157,16 +157,23 @@ def local_model_path(spec: str) -> Path | None:
 def preload(spec: str, options: dict[str, Any] | None = None) -> threading.Thread | None:
     """Start loading the weights of a local LLM spec in a daemon thread (the chat model built later from the
     same spec and options finds them loaded, or waits for the load to finish); None when there is nothing
-    local to load. A failed load is not reported here: the first call loads again and raises the clear error."""
+    local to load."""
     path = local_model_path(spec.strip()) if isinstance(spec, str) else None
     if path is None:
         return None
     options = options or {}
-    args = (str(path), int(options.get("n_ctx", DEFAULT_N_CTX)), options.get("n_threads"))
+    return in_background(lambda: load_llama(str(path), int(options.get("n_ctx", DEFAULT_N_CTX)),
+                                            options.get("n_threads"), seed=int(options.get("seed", 0)),
+                                            verbose=bool(options.get("verbose", False))))
+
+
+def in_background(load: Any) -> threading.Thread:
+    """Run `load()` in a daemon thread. A failure is not reported there: the first call that needs the weights
+    loads again and raises the actionable error."""
 
     def run() -> None:
         try:
-            load_llama(*args, seed=int(options.get("seed", 0)), verbose=bool(options.get("verbose", False)))
+            load()
         except Exception:  # noqa: BLE001 - reported by the first call, which retries the load
             pass
 
