@@ -335,3 +335,21 @@ def test_the_tools_planner_lets_the_model_call_the_typed_tools(detector, tmp_pat
     assert "detect_objects" in system and "Instruction: Remove the vehicle" in model.calls[0][1].content
     with pytest.raises(EditError, match="planner='structured'"):
         cielr_agent.edit(DOG, "remove the bicycle", llm=ScriptedChatModel([]), planner="tools", dry_run=True, **FAKE)
+
+
+def test_execute_plan_runs_a_corrected_plan_on_the_planned_scene_without_an_llm(detector, tmp_path):
+    """What the server's approval step does: plan (dry run), a person retargets it, the plan runs on that SSR."""
+    from cielr_agent.api import execute_plan
+
+    planned = cielr_agent.edit(DOG, "remove the bicycle", llm=ScriptedChatModel([remove(1)]), dry_run=True, **FAKE)
+    scene = planned.scenes[-1]
+    corrected = planned.plan.model_dump()
+    corrected["actions"][0]["target"] = 3  # the truck, not the bicycle
+    out = tmp_path / "out.png"
+    result = execute_plan(DOG, corrected, scene, out, instruction="remove the bicycle", **FAKE)
+    assert result.status == "verified" and result.output == str(out) and not result.llm_calls
+    changed = np.any(load_image(out) != load_image(DOG), axis=2)
+    x0, y0, x1, y1 = (int(v) for v in scene.get(3).box)
+    assert changed.any() and changed[y0:y1, x0:x1].sum() == changed.sum()  # only inside the truck's box
+    with pytest.raises(EditError, match=r"objects \[42\]"):
+        execute_plan(DOG, {"rationale": "x", "actions": [{"type": "remove", "target": 42}]}, scene, **FAKE)
