@@ -116,7 +116,7 @@ def test_every_action_through_the_full_backends(models, photo, tmp_path, detecto
 def test_cli_edit_with_a_full_profile(models, photo, tmp_path, monkeypatch, capsys):
     profile = write_profile(tmp_path / "full.toml", models, "grounding-dino", "sam")
     script = [EditDecision(reason="the first object", steps=[PlannedStep(action="remove", object_id=1)])]
-    monkeypatch.setattr(cielr_agent.api, "make_chat_model", lambda *a, **k: ScriptedChatModel(script))
+    monkeypatch.setattr("cielr_agent.llm.providers.make_chat_model", lambda *a, **k: ScriptedChatModel(script))
     out = tmp_path / "cli.png"
     code = cli.main(["edit", str(photo), "remove the first object", "--profile", str(profile), "-o", str(out),
                      "--json", "-q"])
