@@ -170,22 +170,26 @@ def build_server(allowed: list[str | Path] | None = None, *, llm: str | None = N
         result = await _in_thread(ctx, work)
         return _result(_edit_output(result), result.output, preview)
 
-    def _session_output(s, last: str, result=None) -> SessionOutput:
-        return SessionOutput(session=str(s.folder.name), head=s.head.number, image=str(s.head_image), last=last,
-                             versions=s.history(), edit=_edit_output(result) if result is not None else None)
+    def _session(session: str, op: str, ctx: Context | None = None, **kwargs: Any):
+        """Run one session request in a worker thread; its result as SessionOutput."""
+        from .sessions import run_request
+
+        def work(progress):
+            return run_request(session, op, progress=progress, **kwargs)
+
+        async def run() -> SessionOutput:
+            data = await _in_thread(ctx, work)
+            edit = data.pop("edit")
+            return SessionOutput(**data, edit=None if edit is None else EditOutput(
+                status=edit["status"], rationale=edit["plan"]["rationale"], actions=edit["plan"]["actions"],
+                output=edit["output"], timings=edit["timings"]))
+
+        return run()
 
     @server.tool()
     async def session_new(session: str, image: str, preview: bool = False) -> Annotated[CallToolResult, SessionOutput]:
         """Start an editing session (a name: letters, digits, . _ -) from an image file: version 0."""
-        from .sessions import Session
-
-        path = policy.check(image, must_exist=True)
-
-        def work(progress):
-            with Session.create(session, path) as s:
-                return _session_output(s, f"started from {path.name}")
-
-        out = await _in_thread(None, work)
+        out = await _session(session, "new", image=policy.check(image, must_exist=True))
         return _result(out, out.image, preview)
 
     @server.tool()
@@ -193,52 +197,32 @@ def build_server(allowed: list[str | Path] | None = None, *, llm: str | None = N
                            preview: bool = True) -> Annotated[CallToolResult, SessionOutput]:
         """Edit the session's current image; the result becomes the new current version. Follow-ups may refer
         to earlier turns ("now make it smaller", "put it back")."""
-        from .sessions import Session
-
-        def work(progress):
-            with Session.open(session) as s:
-                result = s.edit(instruction, llm=llm or llm_default, profile=profile, progress=progress)
-                return _session_output(s, s.state.get("last", ""), result)
-
-        out = await _in_thread(ctx, work)
+        out = await _session(session, "edit", ctx, instruction=instruction, llm=llm or llm_default, profile=profile)
         return _result(out, out.image, preview)
-
-    def _move(session: str, op: str, version: int | None = None) -> SessionOutput:
-        from .sessions import Session
-
-        with Session.open(session) as s:
-            {"undo": s.undo, "redo": s.redo}[op]() if op != "checkout" else s.checkout(int(version))
-            return _session_output(s, s.state.get("last", ""))
 
     @server.tool()
     async def session_undo(session: str, preview: bool = False) -> Annotated[CallToolResult, SessionOutput]:
         """Go back to the version the current one was made from."""
-        out = await _in_thread(None, lambda progress: _move(session, "undo"))
+        out = await _session(session, "undo")
         return _result(out, out.image, preview)
 
     @server.tool()
     async def session_redo(session: str, preview: bool = False) -> Annotated[CallToolResult, SessionOutput]:
         """Re-apply the version last undone."""
-        out = await _in_thread(None, lambda progress: _move(session, "redo"))
+        out = await _session(session, "redo")
         return _result(out, out.image, preview)
 
     @server.tool()
     async def session_checkout(session: str, version: int, preview: bool = False
                                ) -> Annotated[CallToolResult, SessionOutput]:
         """Make any earlier version the current one."""
-        out = await _in_thread(None, lambda progress: _move(session, "checkout", version))
+        out = await _session(session, "checkout", version=version)
         return _result(out, out.image, preview)
 
     @server.tool()
     async def session_history(session: str) -> SessionOutput:
         """The session's versions: number, parent, instruction, what was done, which one is current."""
-        from .sessions import Session
-
-        def work(progress):
-            with Session.open(session) as s:
-                return _session_output(s, s.state.get("last", ""))
-
-        return await _in_thread(None, work)
+        return await _session(session, "history")
 
     @server.tool()
     async def session_export(session: str, output: str, version: int | None = None) -> str:

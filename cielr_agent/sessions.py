@@ -348,3 +348,32 @@ def resolve_folder(name_or_folder: str | Path) -> Path:
     if not SESSION_NAME.match(text):
         raise EditError(f"invalid session name {text!r}: use letters, digits, '.', '_' or '-' (or give a folder path)")
     return sessions_root() / text
+
+
+def run_request(session: str | Path, op: str, *, image: str | Path | None = None, instruction: str | None = None,
+                version: int | None = None, progress: Callable[[str, str], None] | None = None,
+                **edit_options: Any) -> dict:
+    """One request on a named session — new, edit, undo, redo, checkout or history — as the servers make it (the
+    MCP tools, the LangGraph server's `cielr_session` graph); returns the session afterwards: head number and image,
+    the versions, what the request did and, for an edit, the edit's summary."""
+    if op == "new":
+        if image is None:
+            raise EditError("a new session needs an image")
+        s = Session.create(session, image)
+    else:
+        s = Session.open(session)
+    with s:
+        result = None
+        if op == "edit":
+            result = s.edit(instruction or "", progress=progress, **edit_options)
+        elif op in ("undo", "redo"):
+            getattr(s, op)()
+        elif op == "checkout":
+            if version is None:
+                raise EditError("checkout needs a version number")
+            s.checkout(version)
+        elif op not in ("new", "history"):
+            raise EditError(f"unknown session request {op!r}: new, edit, undo, redo, checkout or history")
+        return {"session": s.folder.name, "head": s.head.number, "image": str(s.head_image),
+                "last": s.state.get("last", ""), "versions": s.history(),
+                "edit": result.summary_json() if result is not None else None}

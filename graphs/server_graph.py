@@ -41,7 +41,7 @@ class ServerState(TypedDict, total=False):
     result: dict  # the edit's summary (plan with targets, timings)
 
 
-def _setting(state: ServerState, config: RunnableConfig, key: str) -> Any:
+def _setting(state: dict, config: RunnableConfig, key: str) -> Any:
     value = state.get(key)
     return value if value is not None else (config.get("configurable") or {}).get(key)
 
@@ -134,4 +134,44 @@ def build_server_graph():
     return g.compile(name="cielr_edit")
 
 
+class SessionServerState(TypedDict, total=False):
+    """`cielr_session`: one request on a session (cielr_agent.sessions) per run."""
+
+    session: str  # a name under $CIELR_SESSIONS or a folder path
+    op: str  # new | edit | undo | redo | checkout | history
+    image: str | None  # new: the original image
+    instruction: str | None  # edit
+    version: int | None  # checkout
+    llm: str | None
+    profile: str | None
+    head: int
+    head_image: str
+    last: str
+    versions: list[dict]
+    edit: dict | None  # an edit's summary
+
+
+def session_request(state: SessionServerState, config: RunnableConfig) -> dict:
+    """Run the request on the session; the session's own SQLite thread keeps its history."""
+    from cielr_agent.sessions import run_request
+
+    options = {} if state.get("op") != "edit" else {"llm": _setting(state, config, "llm"),
+                                                     "profile": _setting(state, config, "profile")}
+    out = run_request(state["session"], state.get("op", "history"), image=state.get("image"),
+                      instruction=state.get("instruction"), version=state.get("version"),
+                      progress=_progress("session"), **options)
+    return {"head": out["head"], "head_image": out["image"], "last": out["last"], "versions": out["versions"],
+            "edit": out["edit"]}
+
+
+def build_session_server_graph():
+    """Compile `cielr_session`: the same session code as the CLI, the API and the MCP tools."""
+    g = StateGraph(SessionServerState)
+    g.add_node("session_request", session_request)
+    g.add_edge(START, "session_request")
+    g.add_edge("session_request", END)
+    return g.compile(name="cielr_session")
+
+
 graph = build_server_graph()
+session_graph = build_session_server_graph()

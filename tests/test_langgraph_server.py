@@ -115,3 +115,25 @@ def test_a_run_without_confirm_goes_straight_through(server, tmp_path):
     state = asyncio.run(run())
     assert state["values"]["status"] == "verified" and out.is_file()
     assert state["values"]["result"]["plan"]["actions"][0]["target"]["label"] == "bicycle"
+
+
+def test_sessions_over_the_server(server, tmp_path):
+    """`cielr_session`: new, edit, undo on one session folder; the session keeps its own history."""
+    folder = str(tmp_path / "porch")
+
+    async def run():
+        client = get_client(url=server)
+        states = []
+        for request in ({"op": "new", "image": str(DOG)}, {"op": "edit", "instruction": "Paint the dog blue"},
+                        {"op": "undo"}):
+            thread = await client.threads.create()
+            async for _ in client.runs.stream(thread["thread_id"], "cielr_session",
+                                              input={"session": folder, **request}, stream_mode="values"):
+                pass
+            states.append((await client.threads.get_state(thread["thread_id"]))["values"])
+        return states
+
+    new, edited, undone = asyncio.run(run())
+    assert new["head"] == 0 and Path(new["head_image"]).is_file()
+    assert edited["head"] == 1 and edited["edit"]["plan"]["actions"][0]["target"]["label"] == "dog"
+    assert undone["head"] == 0 and undone["head_image"] == new["head_image"] and undone["versions"][1]["redo"]
