@@ -6,12 +6,12 @@ import argparse
 import json
 
 
-def _print_version(version, as_json: bool) -> None:
+def _print_version(version: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(version.model_dump()))
+        print(json.dumps(version))
         return
-    what = "; ".join(version.done) or "original"
-    print(f"version {version.number}: {what}")
+    what = "; ".join(version["done"]) or "original"
+    print(f"version {version['number']}: {what}")
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -59,12 +59,10 @@ def _edit(args: argparse.Namespace) -> int:
 
 
 def _move(args: argparse.Namespace) -> int:
-    from .sessions import Session
+    from .sessions import run_request
 
-    with Session.open(args.name) as s:
-        version = {"undo": s.undo, "redo": s.redo}[args.session_command]() if args.session_command != "checkout" \
-            else s.checkout(args.version)
-        _print_version(version, args.json)
+    out = run_request(args.name, args.session_command, version=getattr(args, "version", None))
+    _print_version(out["versions"][out["head"]], args.json)
     return 0
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 
-from cielr_agent.actions import EditPlan
+from cielr_agent.actions import ACTION_ADAPTER, EditPlan
 from cielr_agent.prompts import load_knowledge, render
 from cielr_agent.results import ExecutedAction, LLMCall, ToolCall
 from cielr_agent.ssr import RLEMask
@@ -92,12 +92,13 @@ def run_tool_agent(ws: Workspace, model: BaseChatModel, instruction: str, *, pro
     replies = [m for m in messages if isinstance(m, AIMessage)]
     final = replies[-1].content if replies and isinstance(replies[-1].content, str) else ""
     failed = [m.content for m in messages if isinstance(m, ToolMessage) and getattr(m, "status", "") == "error"]
-    plan = EditPlan(rationale=final or "the agent made no comment", actions=[])
+    actions = []
     for done in recorder.executed:  # the plan lists the edits as typed actions where they are valid ones
         try:
-            plan = EditPlan.model_validate({**plan.model_dump(), "actions": [*plan.model_dump()["actions"], done.action]})
+            actions.append(ACTION_ADAPTER.validate_python(done.action))
         except ValueError:
             continue
+    plan = EditPlan(rationale=final or "the agent made no comment", actions=actions)
     llm_calls = [LLMCall(node="agent", seconds=0.0, input_tokens=(m.usage_metadata or {}).get("input_tokens", 0),
                          output_tokens=(m.usage_metadata or {}).get("output_tokens", 0),
                          output=json.dumps([c["name"] for c in m.tool_calls]) if m.tool_calls else str(m.content))
