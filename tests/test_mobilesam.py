@@ -1,4 +1,5 @@
-"""MobileSAM: the ONNX export matches the torch model, box/point prompts and regions on real photos, and the
+"""MobileSAM: the ONNX graphs built without torch (checkpoint reader, decoder against segment-anything's own
+code), box/point prompts and regions on real photos, and the
 mask-based pieces that depend on it (occlusion, see-through pockets kept by a removal)."""
 
 from __future__ import annotations
@@ -68,29 +69,94 @@ def dog_image():
     return load_image(DOG)
 
 
+class _RunsACommand:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("true",))
+
+
+def test_checkpoint_reader_refuses_anything_but_tensors(tmp_path):
+    """The torch-free reader unpickles only a state dict of tensors: a pickle that calls a function is refused."""
+    import pickle
+    import zipfile
+
+    from cielr_agent.tools.embedded.mobilesam_onnx import read_checkpoint
+
+    evil = tmp_path / "evil.pt"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("evil/data.pkl", pickle.dumps({"x": _RunsACommand()}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match="system"):
+        read_checkpoint(evil)
+
+
 @pytest.mark.assets
 @needs_sam
-def test_onnx_export_matches_the_torch_model():
-    torch = pytest.importorskip("torch")
-    import onnxruntime as ort
+def test_checkpoint_reader_gives_the_official_tensors():
+    from cielr_agent.tools.embedded.mobilesam_onnx import read_checkpoint
 
-    from cielr_agent.tools.embedded.mobilesam_model import DecoderForExport, load_mobilesam
+    weights = read_checkpoint(asset_dir("mobilesam") / "mobile_sam.pt")
+    assert not any(k.startswith("image_encoder.head.") for k in weights)  # the unused ImageNet head is left out
+    assert weights["image_encoder.patch_embed.seq.0.c.weight"].shape == (32, 3, 3, 3)
+    assert weights["mask_decoder.mask_tokens.weight"].shape == (4, 256)
+    assert weights["image_encoder.layers.2.blocks.0.attn.attention_biases"].shape == (5, 196)
+    assert all(v.dtype in (np.float32, np.int64) and np.isfinite(v).all() for v in weights.values())
+    assert sum(v.size for v in weights.values() if v.dtype == np.float32) > 9_000_000  # ~10M parameters
+
+
+@pytest.mark.assets
+@needs_sam
+def test_onnx_build_needs_no_torch_and_is_deterministic(tmp_path):
+    """`cielr setup` builds the graphs with torch unimportable; the result is byte-identical to the set-up files."""
+    import subprocess
+    import sys
 
     folder = asset_dir("mobilesam")
-    sam = load_mobilesam(folder / "mobile_sam.pt")
-    x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        emb = sam.image_encoder(x)
-    got = ort.InferenceSession(str(folder / "mobilesam_encoder.onnx")).run(None, {"image": x.numpy()})[0]
-    assert np.abs(got - emb.numpy()).max() < 1e-3
-    args = (emb, torch.tensor([[[100.0, 200.0], [600.0, 700.0]]]), torch.tensor([[2.0, 3.0]]),
-            torch.zeros(1, 1, 256, 256), torch.zeros(1))
-    with torch.no_grad():
-        low, iou = DecoderForExport(sam)(*args)
-    names = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
-    olow, oiou = ort.InferenceSession(str(folder / "mobilesam_decoder.onnx")).run(
-        None, {n: a.numpy() for n, a in zip(names, args)})
-    assert np.abs(olow - low.numpy()).max() < 1e-2 and np.abs(oiou - iou.numpy()).max() < 1e-3
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from cielr_agent.tools.embedded.mobilesam_onnx import build_onnx\n"
+            f"build_onnx({str(folder / 'mobile_sam.pt')!r}, {str(tmp_path)!r})")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    for name in ("mobilesam_encoder.onnx", "mobilesam_decoder.onnx"):
+        assert (tmp_path / name).read_bytes() == (folder / name).read_bytes()
+
+
+@pytest.mark.assets
+@needs_sam
+def test_decoder_graph_matches_segment_anythings_own_code():
+    """The prompt encoder + mask decoder graph against segment-anything's modules with the same weights."""
+    torch = pytest.importorskip("torch", reason="the full extra is not installed (pip install -e '.[full]')")
+    pytest.importorskip("segment_anything", reason="the full extra is not installed (pip install -e '.[full]')")
+    import onnxruntime as ort
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+
+    from cielr_agent.tools.embedded.mobilesam_onnx import read_checkpoint
+
+    folder = asset_dir("mobilesam")
+    weights = read_checkpoint(folder / "mobile_sam.pt")
+    prompt = PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024),
+                           mask_in_chans=16)
+    decoder = MaskDecoder(num_multimask_outputs=3, transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
+                          transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8))
+    for module, prefix in ((prompt, "prompt_encoder."), (decoder, "mask_decoder.")):
+        module.load_state_dict({k[len(prefix):]: torch.from_numpy(v.copy()) for k, v in weights.items()
+                                if k.startswith(prefix)}, strict=True)
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((1, 256, 64, 64)).astype(np.float32)
+    coords = np.array([[[100.0, 200.0], [600.0, 700.0]], [[300.0, 300.0], [0.0, 0.0]]], np.float32)
+    labels = np.array([[2.0, 3.0], [1.0, -1.0]], np.float32)
+    mask = rng.standard_normal((2, 1, 256, 256)).astype(np.float32)
+    session = ort.InferenceSession(str(folder / "mobilesam_decoder.onnx"))
+    for has_mask in (0.0, 1.0):
+        with torch.no_grad():
+            box = prompt._embed_boxes(torch.from_numpy(coords[:1].reshape(1, 4)))  # labels 2, 3: box corners
+            points = prompt._embed_points(torch.from_numpy(coords[1:]), torch.from_numpy(labels[1:]), pad=False)
+            sparse = torch.cat([box, points])
+            dense = prompt._embed_masks(torch.from_numpy(mask)) if has_mask else \
+                prompt.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(2, -1, 64, 64)
+            low, iou = decoder.predict_masks(torch.from_numpy(emb), prompt.get_dense_pe(), sparse, dense)
+        olow, oiou = session.run(None, {"image_embeddings": emb, "point_coords": coords, "point_labels": labels,
+                                        "mask_input": mask, "has_mask_input": np.full(1, has_mask, np.float32)})
+        assert np.abs(olow - low.numpy()).max() < 1e-3 and np.abs(oiou - iou.numpy()).max() < 1e-4
 
 
 @pytest.mark.assets

