@@ -207,7 +207,7 @@ def _tf_pads(size: int, k: int, s: int, d: int, padding: str) -> tuple[int, int]
 
 def _torch_reference(op: str, x: np.ndarray, w_or_k, stride: int, dilation: int, padding: str) -> np.ndarray:
     """The op computed by torch (NCHW) on the TF-padded input, back in NHWC."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="the full extra is not installed (pip install -e '.[full]')")
     F = torch.nn.functional
     k = w_or_k.shape[0] if op in ("conv", "depthwise") else w_or_k
     top, bottom = _tf_pads(x.shape[1], k, stride, dilation, padding)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="the full extra is not installed (pip install -e '.[full]')")
 
 from cielr_agent.config import AgentConfig
 from cielr_agent.tools.backends import BackendContext, get_backend, register_backend
