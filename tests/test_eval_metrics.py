@@ -124,7 +124,7 @@ def test_learned_metrics_are_unavailable_without_local_weights(tmp_path, monkeyp
 
 def test_learned_image_metrics_run_with_a_local_model(tmp_path):
     """The code path with weights present: tiny random models saved to a local folder (values not meaningful)."""
-    transformers = pytest.importorskip("transformers")
+    transformers = pytest.importorskip("transformers", reason="the full extra is not installed (pip install -e '.[full]')")
     vit = tmp_path / "vit"
     transformers.ViTModel(transformers.ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                                  intermediate_size=32, image_size=32, patch_size=16)).save_pretrained(vit)

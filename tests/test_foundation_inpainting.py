@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-pytest.importorskip("diffusers")
-pytest.importorskip("transformers")
+pytest.importorskip("diffusers", reason="the full extra is not installed (pip install -e '.[full]')")
+pytest.importorskip("transformers", reason="the full extra is not installed (pip install -e '.[full]')")
 
 from cielr_agent.errors import MissingWeightsError  # noqa: E402
 from cielr_agent.tools.backends import BackendContext, get_backend  # noqa: E402
