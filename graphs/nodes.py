@@ -249,15 +249,55 @@ def search(state: EditState, runtime: Runtime[EditContext]) -> dict:
 
 
 def approve(state: EditState, runtime: Runtime[EditContext]) -> dict:
-    """Human approval (LangGraph interrupt) when `confirm` is on. Resume with True/False or an edited plan."""
+    """Human approval (LangGraph interrupt) when `confirm` is on. Resume with True/False, an edited plan, or a
+    correction of a one-action plan's target: `{"object_id": N}` or `{"point": [x, y]}` (a click on the image)."""
     if not runtime.context.workspace.config.confirm:
         return {}
     answer = interrupt({"plan": state["plan"].model_dump(), "scene": state["scene"].render()})
     if isinstance(answer, dict) and "actions" in answer:
         return {"plan": EditPlan.model_validate(answer)}
+    if isinstance(answer, dict) and ("object_id" in answer or "point" in answer):
+        return _retarget(state["plan"], runtime.context.workspace, answer)
     if answer is True or (isinstance(answer, str) and answer.strip().lower() in ("y", "yes", "ok", "approve")):
         return {}
     return {"status": "rejected"}
+
+
+def object_at_point(ws, x: float, y: float) -> int | None:
+    """The id of the smallest object whose visible mask covers the point, or None."""
+    hits = [(int(ws.mask(o.id).sum()), o.id) for o in ws.scene.objects if ws.mask(o.id)[int(y), int(x)]]
+    return min(hits)[1] if hits else None
+
+
+def _retarget(plan: EditPlan, ws, answer: dict) -> dict:
+    """The plan with its one action aimed at another object: an id, or the object under a point (segmented from
+    the point when no known object covers it, and added to the SSR)."""
+    if len(plan.actions) != 1 or getattr(plan.actions[0], "target", None) is None:
+        raise EditError("retargeting needs a plan of one action on an object; answer with an edited plan instead")
+    action = plan.actions[0]
+    if "object_id" in answer:
+        target = int(answer["object_id"])
+        if not ws.scene.has(target):
+            raise EditError(f"there is no object #{target} in the scene")
+    else:
+        x, y = (float(v) for v in answer["point"])
+        h, w = ws.image.shape[:2]
+        if not (0 <= x < w and 0 <= y < h):
+            raise EditError(f"point ({x:.0f}, {y:.0f}) is outside the {w}x{h} image")
+        target = object_at_point(ws, x, y)
+        if target is None:
+            segmenter = ws.backends.segmenter
+            if not hasattr(segmenter, "segment_points"):
+                raise EditError(f"the segmenter '{ws.config.segmenter}' takes no point prompts; click a known object")
+            label = str(answer.get("label") or ws.scene.get(action.target).label)
+            target = ws.add_segmented(label, segmenter.segment_points(ws.image, [(x, y)], [1]),
+                                      request=f"clicked at ({x:.0f}, {y:.0f})").id
+    if target == action.target:
+        return {}
+    retargeted = action.model_copy(update={"target": target})
+    return {"plan": plan.model_copy(update={"actions": [retargeted],
+                                            "rationale": f"{plan.rationale} (target corrected to #{target})"}),
+            "scene": ws.scene}
 
 
 def route_after_approve(state: EditState, runtime: Runtime[EditContext]) -> str:
