@@ -1,4 +1,4 @@
-"""The `cielr` command: edit, scene, setup, eval."""
+"""The `cielr` command: edit, scene, batch, setup, eval."""
 
 from __future__ import annotations
 
@@ -131,6 +131,30 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .batch import jobs_from_folder, jobs_from_jsonl, run_batch
+
+    if Path(args.jobs).is_dir():
+        jobs = jobs_from_folder(args.jobs, args.instruction, args.out)
+    elif args.instruction is not None:
+        _stderr("error: --instruction is for a folder of images; each line of a JSONL file has its own")
+        return _EXIT_USER_ERROR
+    else:
+        jobs = jobs_from_jsonl(args.jobs, args.out)
+    try:
+        summary = run_batch(jobs, args.out, workers=args.workers, ray=args.ray, cpus_per_worker=args.cpus_per_worker,
+                            memory_per_worker=args.memory_per_worker, llm=args.llm, profile=args.profile,
+                            progress=not args.quiet)
+    except KeyboardInterrupt:
+        _stderr(f"interrupted; finished jobs are recorded in {args.out}, run the same command again to resume")
+        return 130
+    print(f"{summary['done']}/{summary['total']} done, {summary['failed']} failed, {summary['skipped']} skipped as "
+          f"already done ({summary['wall_seconds']:.1f} s); see {os.path.join(args.out, 'gallery.html')}")
+    return 0 if summary["failed"] == 0 else 1
+
+
 def _cmd_mcp(args: argparse.Namespace) -> int:
     try:
         from .mcp_server import serve
@@ -189,6 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_arguments(ev)
     ev.set_defaults(func=_cmd_eval)
+
+    b = sub.add_parser("batch", help="edit many images (JSONL jobs or a folder), resumable: summary.json, gallery.html")
+    b.add_argument("jobs", help='JSONL file, one {"image", "instruction", "output"?} a line, or a folder of images')
+    b.add_argument("--out", required=True, help="output folder: edited images, summary.json, gallery.html, state")
+    b.add_argument("--instruction", help="the instruction for every image of a folder")
+    b.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="edits at a time: worker processes, or Ray actors with --ray (default 1)")
+    b.add_argument("--ray", metavar="local|auto|ADDRESS",
+                   help="run on Ray actors: a local cluster, the running one, or a cluster address (needs the batch "
+                        "extra)")
+    b.add_argument("--cpus-per-worker", type=float, default=2, metavar="N",
+                   help="CPUs each Ray actor reserves (default 2)")
+    b.add_argument("--memory-per-worker", type=float, default=3, metavar="GB",
+                   help="memory each Ray actor reserves, in GB (default 3)")
+    b.add_argument("--llm", help="the LLM spec of every edit (as for `cielr edit`)")
+    b.add_argument("--profile", help="TOML profile for every edit")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar on stderr")
+    b.set_defaults(func=_cmd_batch)
 
     from .session_cli import add_session_parser
 
