@@ -7,14 +7,20 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 
-class RemoveAction(BaseModel):
+class _Model(BaseModel):
+    """Base of plans and decisions: an LLM's NaN or infinity never passes as a number."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class RemoveAction(_Model):
     """Erase the object and fill its region with plausible background."""
 
     type: Literal["remove"] = "remove"
     target: int
 
 
-class RecolorAction(BaseModel):
+class RecolorAction(_Model):
     """Change the object's colour (a CSS colour name or #rrggbb), keeping texture and shading."""
 
     type: Literal["recolor"] = "recolor"
@@ -22,7 +28,7 @@ class RecolorAction(BaseModel):
     color: str
 
 
-class ReplaceAction(BaseModel):
+class ReplaceAction(_Model):
     """Replace the object with something described by `prompt` (needs a generative backend)."""
 
     type: Literal["replace"] = "replace"
@@ -34,7 +40,7 @@ Side = Literal["left", "right", "above", "below"]
 Position = Literal["left", "right", "top", "bottom", "center", "top-left", "top-right", "bottom-left", "bottom-right"]
 
 
-class AddAction(BaseModel):
+class AddAction(_Model):
     """Add a new object described by `prompt` in `box`, or beside the `anchor` object (needs a generative backend)."""
 
     type: Literal["add"] = "add"
@@ -44,7 +50,7 @@ class AddAction(BaseModel):
     side: Side | None = None
 
 
-class Placement(BaseModel):
+class Placement(_Model):
     """Where an object goes: a named `position` of the image, beside the `anchor` object, and/or (dx, dy) px."""
 
     target: int
@@ -61,7 +67,7 @@ class MoveAction(Placement):
     type: Literal["move"] = "move"
 
 
-class ResizeAction(BaseModel):
+class ResizeAction(_Model):
     """Scale the object about its base by `scale` (e.g. 1.5 = 50 % larger)."""
 
     type: Literal["resize"] = "resize"
@@ -69,7 +75,7 @@ class ResizeAction(BaseModel):
     scale: float = Field(gt=0.0, le=8.0)
 
 
-class FlipAction(BaseModel):
+class FlipAction(_Model):
     """Mirror the object in place (horizontal = facing the other way, vertical = upside down)."""
 
     type: Literal["flip"] = "flip"
@@ -92,7 +98,7 @@ ActionType = Literal["remove", "recolor", "replace", "add", "move", "resize", "f
 ACTION_ADAPTER: TypeAdapter[EditAction] = TypeAdapter(EditAction)
 
 
-class EditPlan(BaseModel):
+class EditPlan(_Model):
     """The ordered explicit actions that carry out an instruction, with the LLM's short rationale."""
 
     rationale: str
@@ -105,7 +111,7 @@ class EditPlan(BaseModel):
         return [a.anchor for a in self.actions if getattr(a, "anchor", None) is not None]
 
 
-class PlannedStep(BaseModel):
+class PlannedStep(_Model):
     """One step as the LLM writes it: a flat record that small models fill in reliably."""
 
     action: ActionType
@@ -161,7 +167,7 @@ def _decision_order(schema: dict, _cls: type) -> None:
     schema["required"] = ["reason", "detect", "steps"]
 
 
-class EditDecision(BaseModel):
+class EditDecision(_Model):
     """The LLM's one decision per round: the plan's steps, or first what the detector should look for.
 
     `detect` names things the scene lacks (the graph detects them and asks again); `describe` asks for one
@@ -180,7 +186,7 @@ class EditDecision(BaseModel):
         return EditPlan(rationale=self.reason, actions=[s.to_action() for s in self.steps])
 
 
-class SearchDecision(BaseModel):
+class SearchDecision(_Model):
     """After an empty plan: the kinds of object the instruction may mean, for one more detection round."""
 
     thought: str = Field(max_length=120, description="one short sentence: what the instruction refers to")

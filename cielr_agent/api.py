@@ -14,7 +14,7 @@ import numpy as np
 from .actions import EditPlan
 from .config import AgentConfig
 from .errors import EditError, InstructionError
-from .imaging import load_image
+from .imaging import check_output_path, load_image
 from .results import EditResult
 from .ssr import SceneGraph
 
@@ -116,8 +116,8 @@ def edit(
         raise InstructionError("the instruction is empty; say what to change, e.g. \"remove the bicycle\"")
     started = time.perf_counter()
     config = AgentConfig.load(profile, **({"llm": llm} if isinstance(llm, str) else {}), **overrides)
-    if output is not None and not isinstance(image, np.ndarray) and Path(output).resolve() == Path(image).resolve():
-        raise EditError(f"output {output} is the input image; the input is never overwritten, choose another path")
+    if output is not None:
+        check_output_path(output, None if isinstance(image, np.ndarray) else image)
     if config.planner == "tools" and (dry_run or config.confirm):
         raise EditError("the tools planner edits as it goes: dry runs and approval need planner='structured'")
     # Perception needs neither LangChain, LangGraph nor the LLM: the weights start loading and those libraries are
@@ -137,6 +137,7 @@ def edit(
     from langgraph.checkpoint.memory import InMemorySaver
 
     from cielr_agent.graphs import EditContext, build_edit_graph
+    from cielr_agent.graphs.state import checkpoint_serializer
 
     from .llm import make_chat_model
 
@@ -148,7 +149,7 @@ def edit(
                                max_steps=2 * config.max_iterations + 6, progress=progress)
         state["timings"]["perceive"] += perceive_s
         return _result(instruction, ws, state, None, output, load_image_s, started)
-    graph = build_edit_graph(checkpointer=InMemorySaver() if config.confirm else None)
+    graph = build_edit_graph(checkpointer=InMemorySaver(serde=checkpoint_serializer()) if config.confirm else None)
     run_config = {"configurable": {"thread_id": uuid.uuid4().hex}, "recursion_limit": 4 * config.max_iterations + 20}
     context = EditContext(workspace=ws, model=model, execute=not dry_run)
     payload: Any = {"instruction": instruction.strip(), "timings": {"perceive": perceive_s},
@@ -173,8 +174,11 @@ def execute_plan(
     from langgraph.checkpoint.memory import InMemorySaver
 
     from cielr_agent.graphs import EditContext, build_edit_graph
+    from cielr_agent.graphs.state import checkpoint_serializer
 
     started = time.perf_counter()
+    if output is not None:
+        check_output_path(output, None if isinstance(image, np.ndarray) else image)
     config = AgentConfig.load(profile, **{**overrides, "confirm": False})
     plan = plan if isinstance(plan, EditPlan) else EditPlan.model_validate(plan)
     missing = [t for t in plan.targets() if not scene.has(t)]
@@ -184,7 +188,7 @@ def execute_plan(
     t0 = time.perf_counter()
     ws = _workspace(image, config, scene)
     load_image_s = time.perf_counter() - t0
-    graph = build_edit_graph(checkpointer=InMemorySaver())
+    graph = build_edit_graph(checkpointer=InMemorySaver(serde=checkpoint_serializer()))
     run_config = {"configurable": {"thread_id": uuid.uuid4().hex}}
     context = EditContext(workspace=ws, model=None, execute=True)  # type: ignore[arg-type] - no LLM step runs
     # the run starts after the decision: the approval step (off here), then execute and verify

@@ -263,18 +263,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The errors a user can act on: the CLI prints them as one `error: ...` line and exits 2."""
+    from .errors import EditError, InstructionError, LLMOutputError, MissingDependencyError, MissingWeightsError
+    from .imaging import ImageInputError
+
+    return (AssetError, EditError, InstructionError, ImageInputError, LLMOutputError, MissingWeightsError,
+            MissingDependencyError, FileNotFoundError, ValueError)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     _preload_llm(argv)
     args = build_parser().parse_args(argv)
-    from .errors import EditError, InstructionError, LLMOutputError, MissingDependencyError, MissingWeightsError
-    from .imaging import ImageInputError
-
     try:
         return args.func(args)
-    except (AssetError, EditError, InstructionError, ImageInputError, LLMOutputError, MissingWeightsError,
-            MissingDependencyError, FileNotFoundError, ValueError) as exc:
-        _stderr(f"error: {exc}")
+    except user_errors() as exc:
+        from .errors import one_line
+
+        _stderr(f"error: {one_line(exc)}")
         return _EXIT_USER_ERROR
     except KeyboardInterrupt:
         _stderr("interrupted; nothing was written")

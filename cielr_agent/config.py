@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class AgentConfig(BaseModel):
@@ -50,11 +50,20 @@ class AgentConfig(BaseModel):
         Backend options sit in tables named after the backend, e.g. ``[backend_options.sd-inpaint]``.
         """
         data: dict[str, Any] = {}
+        where = f"profile {path}" if path is not None else "settings"
         if path is not None:
             p = Path(path)
-            if not p.exists():
-                raise FileNotFoundError(f"profile not found: {p}")
-            raw = tomllib.loads(p.read_text(encoding="utf-8"))
-            data = dict(raw.get("agent", raw))
+            if not p.is_file():
+                raise FileNotFoundError(f"profile not found: {p}" if not p.exists() else f"profile {p} is not a file")
+            try:
+                raw = tomllib.loads(p.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ValueError(f"profile {p} is not valid TOML ({exc}); fix it or leave it out") from None
+            agent = raw.get("agent", raw)
+            data = dict(agent) if isinstance(agent, dict) else {}
         data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:5])
+            raise ValueError(f"{where}: {problems}") from None

@@ -38,3 +38,8 @@ class LLMOutputError(RuntimeError):
         self.schema = schema
         self.usage = usage  # (prompt, of those reused, generated) tokens over all attempts
         self.seconds = seconds
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (what the CLI prints after `error:`, what a tool returns)."""
+    return " ".join(str(error).split()) or type(error).__name__

@@ -23,16 +23,48 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ImageInputError(f"image not found: {p}")
     if p.is_dir():
         raise ImageInputError(f"expected an image file, got a directory: {p}")
+    if not p.is_file():  # a FIFO or device would block the read or never end
+        raise ImageInputError(f"{p} is not a regular file; give the path of an image file")
     try:
         with Image.open(p) as im:
             im = ImageOps.exif_transpose(im)
             rgb = im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
+    except Image.DecompressionBombError:
+        raise ImageInputError(f"{p} declares more than {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} million pixels "
+                              "(a decompression bomb, or a huge image): downscale it first") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ImageInputError(f"cannot read {p} as an image ({exc}); use a PNG, JPEG or WebP file") from None
     arr = np.asarray(rgb, dtype=np.uint8).copy()
     if min(arr.shape[:2]) < 16:
         raise ImageInputError(f"image {p} is too small ({arr.shape[1]}x{arr.shape[0]}); need at least 16x16 px")
     return arr
+
+
+OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def check_output_path(output: str | Path, image: str | Path | None = None) -> Path:
+    """The output path, checked before any work is done: a supported suffix, not the input (nor a link to it),
+    not a folder, and a parent folder that exists or can be made. Raises EditError saying what to change."""
+    from .errors import EditError
+
+    p = Path(output)
+    if not str(output).strip():
+        raise EditError("the output path is empty; give a file name such as out.png")
+    if p.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise EditError(f"cannot write {p.name}: use one of {', '.join(OUTPUT_SUFFIXES)} for the output")
+    if image is not None and p.resolve() == Path(image).resolve():
+        raise EditError(f"output {p} is the input image; the input is never overwritten, choose another path")
+    if p.is_dir():
+        raise EditError(f"output {p} is a folder; give a file path inside it, e.g. {p / 'out.png'}")
+    ancestor = p.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise EditError(f"cannot write {p}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise EditError(f"cannot write {p}: no permission to write in {ancestor}")
+    return p
 
 
 def _atomic(path: Path, write) -> None:

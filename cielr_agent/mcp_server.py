@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import anyio
 from mcp.server.fastmcp import Context, FastMCP
+from mcp.server.fastmcp.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, TextContent
 from pydantic import BaseModel
 
@@ -118,7 +119,13 @@ async def _in_thread(ctx: Context | None, work) -> Any:
             except Exception:  # noqa: BLE001 - progress is best effort (the client may not ask for it)
                 pass
 
-    return await anyio.to_thread.run_sync(lambda: work(progress))
+    from .cli import user_errors
+    from .errors import one_line
+
+    try:
+        return await anyio.to_thread.run_sync(lambda: work(progress))
+    except user_errors() as exc:  # the client gets one line that says what to change
+        raise ToolError(one_line(exc)) from None
 
 
 def build_server(allowed: list[str | Path] | None = None, *, llm: str | None = None, profile: str | None = None,

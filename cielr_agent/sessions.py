@@ -228,13 +228,13 @@ class Session:
         self._open(db)
 
     def _open(self, db: Path) -> None:
-        from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
         from langgraph.checkpoint.sqlite import SqliteSaver
+
+        from cielr_agent.graphs.state import checkpoint_serializer
 
         self._conn = sqlite3.connect(str(db), check_same_thread=False)
         self._lock = threading.Lock()
-        # the checkpoint holds these two models; naming them lets the serializer load them without a warning
-        serde = JsonPlusSerializer(allowed_msgpack_modules=[(__name__, "Version"), (__name__, "SessionRequest")])
+        serde = checkpoint_serializer(Version, SessionRequest)
         self._graph = build_session_graph(SqliteSaver(self._conn, serde=serde))
 
     @classmethod

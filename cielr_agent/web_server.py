@@ -23,6 +23,7 @@ never read or written.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import time
@@ -110,6 +111,8 @@ class WebEditor:
             load_image(target)  # decodable, or removed with a clear error
         except Exception:
             target.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()  # only when it is empty: nothing of a failed upload is left
             raise
         return target
 

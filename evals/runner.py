@@ -29,6 +29,7 @@ SUITES = {
     "magicbrush": "magicbrush",
     "reasoning-local": "reasoning_local",
     "speed": "speed",
+    "robustness": "robustness",
 }
 RESULTS, SETTINGS = "results.jsonl", "run.json"
 

@@ -61,3 +61,19 @@ class EditContext:
     workspace: Workspace
     model: BaseChatModel
     execute: bool = True
+
+
+def checkpoint_serializer(*extra: type):
+    """A checkpoint serializer that loads this package's state types (and `extra`) by name: no "unregistered type"
+    warning now, and no break when LangGraph blocks unregistered types."""
+    import inspect
+    from enum import Enum
+
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from cielr_agent import actions, results, ssr
+
+    modules = (actions, results, ssr, inspect.getmodule(PerceptionRequest))
+    types = [obj for module in modules for _, obj in inspect.getmembers(module, inspect.isclass)
+             if obj.__module__ == module.__name__ and issubclass(obj, (BaseModel, Enum))]
+    return JsonPlusSerializer(allowed_msgpack_modules=[*types, *extra])

@@ -17,7 +17,7 @@ from cielr_agent.evals.harness import EvalContext
 from cielr_agent.tools import register_backend
 from cielr_agent.tools.protocols import Detection
 from fakes import BoxSegmenter, FakeDetector, MeanFillRemover
-from scripted_model import ScriptedChatModel
+from cielr_agent.llm.scripted import ScriptedChatModel
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "reason_edit"

@@ -16,7 +16,7 @@ import cielr_agent  # noqa: E402
 from cielr_agent import cli  # noqa: E402
 from cielr_agent.actions import EditDecision, PlannedStep  # noqa: E402
 from cielr_agent.imaging import load_image, save_image_atomic  # noqa: E402
-from scripted_model import ScriptedChatModel  # noqa: E402
+from cielr_agent.llm.scripted import ScriptedChatModel  # noqa: E402
 from tiny_detectors import build_tiny_grounding_dino, build_tiny_owlv2  # noqa: E402
 from tiny_diffusion import build_tiny_sd_inpaint  # noqa: E402
 from tiny_vision import (  # noqa: E402

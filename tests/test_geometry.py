@@ -18,7 +18,7 @@ from cielr_agent.tools.embedded.backends import AttributeDescriber, OklabRecolor
 from cielr_agent.tools.backends import Backends
 from cielr_agent.tools.protocols import Detection
 from fakes import ExactBoxSegmenter, FakeDetector, MeanFillRemover, dog_scene_detections
-from scripted_model import ScriptedChatModel
+from cielr_agent.llm.scripted import ScriptedChatModel
 
 DOG = Path(__file__).resolve().parents[1] / "examples" / "dog.jpg"
 

@@ -19,7 +19,7 @@ from cielr_agent.llm import LLMOutputError
 from cielr_agent.tools import Workspace, register_backend
 from cielr_agent.tools.protocols import Detection
 from fakes import BoxSegmenter, FakeDetector, MeanFillRemover, dog_scene_detections
-from scripted_model import ScriptedChatModel
+from cielr_agent.llm.scripted import ScriptedChatModel
 
 DOG = Path(__file__).resolve().parents[1] / "examples" / "dog.jpg"
 

@@ -20,7 +20,7 @@ from cielr_agent.llm import (
     structured_method,
 )
 from cielr_agent.llm.llamacpp_chat import _inline_refs
-from scripted_model import ScriptedChatModel
+from cielr_agent.llm.scripted import ScriptedChatModel
 
 # --------------------------------------------------------------------------------------------
 # Schemas used throughout

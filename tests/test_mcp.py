@@ -73,7 +73,7 @@ def test_the_tools_load_into_a_langgraph_agent_through_langchain_mcp_adapters(tm
     from langchain.agents import create_agent
     from langchain_core.messages import AIMessage
     from langchain_mcp_adapters.client import MultiServerMCPClient
-    from scripted_model import ScriptedChatModel
+    from cielr_agent.llm.scripted import ScriptedChatModel
 
     params = _server(tmp_path)
     client = MultiServerMCPClient({"cielr": {"transport": "stdio", "command": params.command, "args": params.args,

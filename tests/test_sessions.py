@@ -17,7 +17,7 @@ from cielr_agent.imaging import load_image
 from cielr_agent.sessions import Session, resolve_folder
 from cielr_agent.tools import register_backend
 from fakes import BoxSegmenter, FakeDetector, MeanFillRemover, dog_scene_detections
-from scripted_model import ScriptedChatModel
+from cielr_agent.llm.scripted import ScriptedChatModel
 
 DOG = Path(__file__).resolve().parents[1] / "examples" / "dog.jpg"
 FAKE = {"detector": "fake", "segmenter": "fake", "remover": "fake"}

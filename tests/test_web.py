@@ -23,7 +23,7 @@ from cielr_agent.imaging import load_image  # noqa: E402
 from cielr_agent.tools import register_backend  # noqa: E402
 from cielr_agent.web_server import WebEditor, build_app  # noqa: E402
 from fakes import BoxSegmenter, FakeDetector, MeanFillRemover, dog_scene_detections  # noqa: E402
-from scripted_model import ScriptedChatModel  # noqa: E402
+from cielr_agent.llm.scripted import ScriptedChatModel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOG = ROOT / "examples" / "dog.jpg"

@@ -138,7 +138,8 @@ def structured_call(
     last = _raw_text(raw)
     name = getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
     raise LLMOutputError(
-        f"{name} gave no valid {schema.__name__} after {attempts} attempt(s). Last error: {errors[-1]}. "
+        f"{name} gave no valid {schema.__name__} after {attempts} attempt(s). Last error: "
+        f"{' '.join(errors[-1].split())}. "  # one line: the CLI prints it as one `error:` line
         f"Last reply: {last[:300]!r}. Try a stronger model (--llm openai:<model>, or llamacpp:<larger.gguf>), "
         "allow more retries, or make the instruction more explicit.",
         raw=last,

@@ -1,4 +1,5 @@
-"""A scripted chat model for tests: replies with pre-written items, in order, and records its prompts.
+"""A scripted chat model: replies with pre-written items, in order, and records its prompts (tests, the
+robustness suite, replaying a conversation in prompt experiments).
 
     model = ScriptedChatModel([{"reason": "...", "object_id": 1}, "not json", Plan(...)])
 
