@@ -214,10 +214,23 @@ def asset_path(name: str) -> Path:
 
 
 def is_ready(name: str) -> bool:
-    """True when every file of the asset is present (hashes were checked when it was built)."""
+    """True when every file of the asset is present and, by size and modification time, unchanged since its
+    hashes were checked at setup (a damaged or replaced file makes the asset not ready, so it is fetched again)."""
     asset = _get(name)
     folder = asset_dir(name)
-    return (folder / ".verified").exists() and all((folder / f).exists() for f in [*asset.files, *asset.derived])
+    files = [*asset.files, *asset.derived]
+    if not (folder / ".verified").exists() or not all((folder / f).exists() for f in files):
+        return False
+    try:
+        stats = json.loads((folder / ".verified").read_text()).get("stat", {})
+    except ValueError:
+        return False
+    return all(_stat(folder / f) == tuple(stats[f]) for f in files if f in stats)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 def verify_asset(name: str) -> None:
@@ -225,7 +238,7 @@ def verify_asset(name: str) -> None:
     were made); raises AssetError naming the damaged file."""
     asset = _get(name)
     folder = asset_dir(name)
-    if not is_ready(name):
+    if not (folder / ".verified").exists() or not all((folder / f).exists() for f in [*asset.files, *asset.derived]):
         raise AssetError(f"model {name!r} is not set up in {cache_dir()}. Run `cielr setup --only {name}`.")
     expected = dict(asset.files)
     if asset.derived:
@@ -243,7 +256,10 @@ def ensure_asset(name: str, progress: Progress | None = None) -> Path:
     """Return the asset's main file, fetching, assembling and verifying it first if needed."""
     asset = _get(name)
     if not is_ready(name):
-        _build(asset, progress or (lambda msg: None))
+        progress = progress or (lambda msg: None)
+        if (asset_dir(name) / ".verified").exists():
+            progress(f"{name}: a file changed since setup (damaged or replaced?); fetching it again")
+        _build(asset, progress)
     return asset_path(name)
 
 
@@ -410,6 +426,7 @@ def _build(asset: Asset, progress: Progress) -> None:
                 raise AssetError(f"cannot make {asset.name} ({type(exc).__name__}: {exc}); run "
                                  f"`cielr setup --only {asset.name}` again") from None
             record["derived"] = {f: _sha256(staging / f) for f in asset.derived}
+        record["stat"] = {f: _stat(staging / f) for f in [*asset.files, *asset.derived]}  # see is_ready
         (staging / ".verified").write_text(json.dumps(record, indent=1) + "\n")
         if asset.assemble == "concat":  # the parts duplicate the assembled file: do not keep both on disk
             for part in parts:

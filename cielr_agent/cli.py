@@ -286,6 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _stderr("interrupted; nothing was written")
         return 130
+    except Exception as exc:  # a bug or a failing component: one line, the traceback only when asked for
+        if os.environ.get("CIELR_DEBUG"):
+            raise
+        from .errors import one_line
+
+        _stderr(f"error: internal error ({type(exc).__name__}: {one_line(exc)[:500]}); nothing was written. "
+                "Run again with CIELR_DEBUG=1 to see the traceback, and report it")
+        return 1
 
 
 def run() -> None:

@@ -23,6 +23,10 @@ class MissingDependencyError(RuntimeError):
     """An optional package a backend needs is not installed, or cannot run next to this environment."""
 
 
+class LLMCallError(EditError):
+    """The LLM could not be called (a timeout, a server that is down, a provider error)."""
+
+
 class LLMOutputError(RuntimeError):
     """The model did not produce a valid structured reply after all attempts.
 

@@ -68,16 +68,24 @@ def check_output_path(output: str | Path, image: str | Path | None = None) -> Pa
 
 
 def _atomic(path: Path, write) -> None:
+    """Write through a temp file beside `path`, renamed into place: `path` is whole or untouched, no temp file stays.
+    An OSError (a full disk, a file-size limit, a read-only folder) becomes an EditError that says so."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        os.close(fd)
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            from .errors import EditError
+
+            raise EditError(f"cannot write {path} ({exc.strerror or exc}); nothing was written: free some space "
+                            "or choose another folder") from exc
         raise
 
 

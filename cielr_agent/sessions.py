@@ -232,6 +232,8 @@ class Session:
 
         from cielr_agent.graphs.state import checkpoint_serializer
 
+        for stale in (*self.folder.glob("images/.*.part"), *self.folder.glob("scenes/.*.part")):
+            stale.unlink(missing_ok=True)  # the temp file of a write a killed process never finished
         self._conn = sqlite3.connect(str(db), check_same_thread=False)
         self._lock = threading.Lock()
         serde = checkpoint_serializer(Version, SessionRequest)

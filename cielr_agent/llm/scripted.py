@@ -14,7 +14,9 @@ Each call consumes the next item:
   `{"name": tool, "args": {...}}` picks the tool); a str that parses as a JSON object is used as the
   arguments, any other str is returned as text without a tool call;
 * an `AIMessage` item is returned as is (script free-form tool calls with it), and an exception item
-  is raised.
+  is raised;
+* a callable item is called with the messages, and what it returns is the item (a reply that depends on
+  the prompt).
 
 `.calls` holds the message list of every call, `.call_kwargs` the bound kwargs (tools, tool_choice,
 response_format) of every call.
@@ -135,7 +137,7 @@ class ScriptedChatModel(BaseChatModel):
             )
         item = self.responses[self.position]
         self.position += 1
-        return item
+        return item(messages) if callable(item) and not isinstance(item, (type, BaseModel)) else item
 
     def _generate(
         self,

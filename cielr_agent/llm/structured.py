@@ -11,7 +11,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel, ValidationError
 
-from cielr_agent.errors import LLMOutputError
+from cielr_agent.errors import LLMCallError, LLMOutputError
 
 from .providers import structured_method
 
@@ -94,7 +94,13 @@ def structured_call(
     attempts = 0
     for attempt in range(1, retries + 2):
         attempts = attempt
-        result = runnable.invoke(conversation)
+        try:
+            result = runnable.invoke(conversation)
+        except Exception as exc:  # noqa: BLE001 - a provider's timeout, connection or API error
+            name = getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
+            raise LLMCallError(f"the LLM ({name}) failed: {type(exc).__name__}: {exc}. Check that its server is "
+                               "running and reachable (or its API key), then try again; --llm picks another "
+                               "model") from exc
         raw = result.get("raw")
         i, c, o = _usage(raw)
         n_in, n_cached, n_out = n_in + i, n_cached + c, n_out + o
