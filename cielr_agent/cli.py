@@ -269,7 +269,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .imaging import ImageInputError
 
     return (AssetError, EditError, InstructionError, ImageInputError, LLMOutputError, MissingWeightsError,
-            MissingDependencyError, FileNotFoundError, ValueError)
+            MissingDependencyError, FileNotFoundError, PermissionError, ValueError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,8 @@ from mcp.server.fastmcp.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, TextContent
 from pydantic import BaseModel
 
+from .paths import PathPolicy
+
 PREVIEW_SIDE = 384  # px, longest side of the preview image block
 
 
@@ -63,23 +65,6 @@ class SessionOutput(BaseModel):
     last: str
     versions: list[dict]
     edit: EditOutput | None = None
-
-
-class PathPolicy:
-    """Paths the tools may read and write: inside one of the allowed folders."""
-
-    def __init__(self, allowed: list[str | Path]):
-        self.allowed = [Path(a).expanduser().resolve() for a in allowed]
-
-    def check(self, path: str, *, must_exist: bool = False) -> Path:
-        resolved = Path(path).expanduser().resolve()
-        if not any(resolved == root or root in resolved.parents for root in self.allowed):
-            roots = ", ".join(str(r) for r in self.allowed)
-            raise ValueError(f"{path} is outside the folders this server may use ({roots}); "
-                             "start it with --allow FOLDER to add one")
-        if must_exist and not resolved.is_file():
-            raise ValueError(f"image not found: {path}")
-        return resolved
 
 
 def _preview(path: str | Path) -> ImageContent:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EditError
+from .paths import PathPolicy
 from .sessions import Session
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -70,9 +71,10 @@ class WebEditor:
     """The page's state: allowed folders, the sessions folder, running jobs; one edit per session at a time."""
 
     def __init__(self, folders: list[str | Path], sessions: str | Path, edit_options: dict | None = None):
-        self.folders = [Path(f).expanduser().resolve() for f in folders]
-        if not self.folders:
+        if not folders:
             raise EditError("give at least one folder the page may read images from")
+        self.policy = PathPolicy(folders, hint="start `cielr serve` with --folder FOLDER to add one")
+        self.folders = self.policy.allowed
         self.sessions = Path(sessions).expanduser().resolve()
         self.sessions.mkdir(parents=True, exist_ok=True)
         self.edit_options = dict(edit_options or {})
@@ -83,12 +85,8 @@ class WebEditor:
     # -- paths -----------------------------------------------------------------------------------------------
 
     def allowed(self, path: str | Path) -> Path:
-        """`path` resolved, if it lies in an allowed folder; else EditError."""
-        p = Path(path).expanduser()
-        p = (p if p.is_absolute() else self.folders[0] / p).resolve()
-        if not any(p == f or f in p.parents for f in self.folders):
-            raise PermissionError(f"{path} is outside the folders this page may use")
-        return p
+        """`path` resolved (a relative one against the first folder), if it lies in an allowed folder."""
+        return self.policy.check(path, base=self.folders[0])
 
     def images(self) -> list[dict]:
         found = []

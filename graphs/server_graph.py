@@ -1,7 +1,8 @@
 """The graph the LangGraph Agent Server serves as `cielr_edit` (langgraph.json; `langgraph dev --no-browser`).
 
 Input: `{"image": "<path>", "instruction": "<text>", "output": "<path>"}`, optionally `llm`, `profile` and
-`confirm` (in the input or the run's `configurable`). Final state: `status` (verified / executed / rejected /
+`confirm` (in the input or the run's `configurable`). Paths must lie inside the folders of `$CIELR_ALLOW`
+(separated by the OS path separator; default: the server's working folder). Final state: `status` (verified / executed / rejected /
 planned for a run without output) and `output`, plus the plan, the scene text and the result summary.
 
     plan ─▶ approve ─▶ execute
@@ -16,6 +17,7 @@ never pixels. The weights load once per server process (the chat model's and the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any, TypedDict
@@ -62,6 +64,33 @@ def _progress(node: str):
     return lambda where, message: writer({"node": f"{node}/{where}", "message": message})
 
 
+def _shown(node):
+    """The Agent Server shows a failed run's message only for some exception types (ValueError, RuntimeError, ...):
+    an OSError a client can act on (image not found, a path outside the allowed folders) becomes a ValueError
+    with the same one-line message."""
+    @functools.wraps(node)
+    def wrapped(state, config):
+        try:
+            return node(state, config)
+        except OSError as exc:
+            from cielr_agent.errors import one_line
+
+            raise ValueError(one_line(exc)) from exc
+    return wrapped
+
+
+def _allowed(path: str, must_exist: bool = False) -> Path:
+    """A client's path, if inside the folders of $CIELR_ALLOW (default: the server's working folder)."""
+    from cielr_agent.paths import PathPolicy
+
+    return PathPolicy.from_env().check(path, must_exist=must_exist)
+
+
+def _profile(state: dict, config: RunnableConfig) -> str | None:
+    profile = _setting(state, config, "profile")
+    return str(_allowed(profile)) if profile else None
+
+
 def plan(state: ServerState, config: RunnableConfig) -> dict:
     """Perceive and decide (no pixels change); keep the planned SSR and an overlay for the approval."""
     from cielr_agent.api import edit
@@ -70,11 +99,16 @@ def plan(state: ServerState, config: RunnableConfig) -> dict:
     from cielr_agent.prompts import load_knowledge
     from cielr_agent.sessions import store_file
 
+    from cielr_agent.imaging import check_output_path
+
     image = state.get("image")
-    if not image or not Path(image).is_file():
-        raise FileNotFoundError(f"image not found: {image!r}; give the path of an image file on the server")
+    if not image:
+        raise FileNotFoundError("no image: give the path of an image file on the server")
+    image = str(_allowed(image, must_exist=True))
+    if state.get("output"):
+        check_output_path(_allowed(state["output"]), image)
     result = edit(image, state.get("instruction", ""), None, llm=_setting(state, config, "llm"),
-                  profile=_setting(state, config, "profile"), dry_run=True, progress=_progress("plan"))
+                  profile=_profile(state, config), dry_run=True, progress=_progress("plan"))
     scene = result.scenes[-1]
     folder = _work_dir()
     scene_file = folder / store_file(folder, "scenes", scene.model_dump_json().encode(), ".json")
@@ -116,17 +150,18 @@ def execute(state: ServerState, config: RunnableConfig) -> dict:
     from cielr_agent.ssr import SceneGraph
 
     scene = SceneGraph.model_validate_json(Path(state["scene_file"]).read_text(encoding="utf-8"))
-    result = execute_plan(state["image"], state["plan"], scene, state["output"], instruction=state.get("instruction", ""),
-                          profile=_setting(state, config, "profile"), progress=_progress("execute"))
+    result = execute_plan(_allowed(state["image"], must_exist=True), state["plan"], scene, _allowed(state["output"]),
+                          instruction=state.get("instruction", ""), profile=_profile(state, config),
+                          progress=_progress("execute"))
     return {"status": result.status, "output": result.output, "result": result.summary_json()}
 
 
 def build_server_graph():
     """Compile the served graph (the server supplies the checkpointer)."""
     g = StateGraph(ServerState)
-    g.add_node("plan", plan)
+    g.add_node("plan", _shown(plan))
     g.add_node("approve", approve)
-    g.add_node("execute", execute)
+    g.add_node("execute", _shown(execute))
     g.add_edge(START, "plan")
     g.add_edge("plan", "approve")
     g.add_conditional_edges("approve", route_after_approve, ["execute", END])
@@ -155,9 +190,15 @@ def session_request(state: SessionServerState, config: RunnableConfig) -> dict:
     """Run the request on the session; the session's own SQLite thread keeps its history."""
     from cielr_agent.sessions import run_request
 
+    from cielr_agent.sessions import resolve_folder, sessions_root
+
     options = {} if state.get("op") != "edit" else {"llm": _setting(state, config, "llm"),
-                                                     "profile": _setting(state, config, "profile")}
-    out = run_request(state["session"], state.get("op", "history"), image=state.get("image"),
+                                                     "profile": _profile(state, config)}
+    folder = resolve_folder(state["session"])
+    if sessions_root().resolve() not in folder.resolve().parents:  # a folder path: inside the allowed folders
+        _allowed(str(folder))
+    image = str(_allowed(state["image"], must_exist=True)) if state.get("image") else None
+    out = run_request(state["session"], state.get("op", "history"), image=image,
                       instruction=state.get("instruction"), version=state.get("version"),
                       progress=_progress("session"), **options)
     return {"head": out["head"], "head_image": out["image"], "last": out["last"], "versions": out["versions"],
@@ -167,7 +208,7 @@ def session_request(state: SessionServerState, config: RunnableConfig) -> dict:
 def build_session_server_graph():
     """Compile `cielr_session`: the same session code as the CLI, the API and the MCP tools."""
     g = StateGraph(SessionServerState)
-    g.add_node("session_request", session_request)
+    g.add_node("session_request", _shown(session_request))
     g.add_edge(START, "session_request")
     g.add_edge("session_request", END)
     return g.compile(name="cielr_session")

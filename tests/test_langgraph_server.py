@@ -43,7 +43,8 @@ def server(tmp_path_factory):
     with open(log, "wb") as out:
         proc = subprocess.Popen([cli, "dev", "--no-browser", "--no-reload", "--port", str(port), "--config",
                                  str(ROOT / "langgraph.json")], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "LANGSMITH_TRACING": "false"})
+                                env={**os.environ, "LANGSMITH_TRACING": "false",
+                                     "CIELR_ALLOW": os.pathsep.join([str(ROOT), str(tmp_path_factory.getbasetemp())])})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -115,6 +116,22 @@ def test_a_run_without_confirm_goes_straight_through(server, tmp_path):
     state = asyncio.run(run())
     assert state["values"]["status"] == "verified" and out.is_file()
     assert state["values"]["result"]["plan"]["actions"][0]["target"]["label"] == "bicycle"
+
+
+def test_paths_outside_the_allowed_folders_are_refused(server, tmp_path):
+    """$CIELR_ALLOW bounds what a client can make the server read or write."""
+    async def run(payload):
+        client = get_client(url=server)
+        thread = await client.threads.create()
+        return await _stream(client, thread["thread_id"], input=payload)
+
+    for payload in ({"image": "/etc/hostname", "instruction": INSTRUCTION, "output": str(tmp_path / "o.png")},
+                    {"image": str(DOG), "instruction": INSTRUCTION, "output": "/etc/cielr-evil.png"},
+                    {"image": str(DOG), "instruction": INSTRUCTION, "output": str(tmp_path / "../../../etc/x.png")}):
+        events = asyncio.run(run(payload))
+        errors = [data for event, data in events if event == "error"]
+        assert errors and "outside the folders this server may use" in json.dumps(errors), events
+    assert not Path("/etc/cielr-evil.png").exists() and not (tmp_path / "o.png").exists()
 
 
 def test_sessions_over_the_server(server, tmp_path):
