@@ -24,7 +24,8 @@ from fakes import BoxSegmenter, FakeDetector, MeanFillRemover, dog_scene_detecti
 
 DOG = Path(__file__).resolve().parents[1] / "examples" / "dog.jpg"
 FAKE = {"detector": "fake", "segmenter": "fake", "remover": "fake"}
-SMALL = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SMALL = settings(max_examples=60, deadline=None, derandomize=True,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _png() -> bytes:
@@ -86,7 +87,8 @@ def fakes():
     register_backend("remover", "fake", lambda ctx: MeanFillRemover())
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(reply=REPLY)
 def test_any_llm_reply_ends_in_an_edit_or_a_user_error(tmp_path, reply):
     import cielr_agent
