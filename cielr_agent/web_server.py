@@ -92,7 +92,8 @@ class WebEditor:
         found = []
         for folder in self.folders:
             for p in sorted(folder.rglob("*")):
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and ".cielr" not in p.parts:
+                hidden = any(part.startswith(".") for part in p.relative_to(folder).parts)  # .git, .cielr-batch
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not hidden:
                     found.append({"path": str(p), "name": str(p.relative_to(folder))})
         return found[:2000]
 
@@ -147,21 +148,24 @@ class WebEditor:
                 raise EditError(f"unknown session request {op!r}")
         return self.history(name)
 
+    def _acquire(self, name: str) -> None:
+        with self._lock:
+            if name in self._busy:
+                raise BusyError(f"session {name} is busy with an edit; wait for it or answer its plan")
+            self._busy.add(name)
+
+    def _release(self, name: str) -> None:
+        with self._lock:
+            self._busy.discard(name)
+
+    @contextlib.contextmanager
     def _claim(self, name: str):
-        editor = self
-
-        class _Claim:
-            def __enter__(self):
-                with editor._lock:
-                    if name in editor._busy:
-                        raise BusyError(f"session {name} is busy with an edit; wait for it or answer its plan")
-                    editor._busy.add(name)
-
-            def __exit__(self, *exc):
-                with editor._lock:
-                    editor._busy.discard(name)
-
-        return _Claim()
+        """The session for one request: refused while another request holds it."""
+        self._acquire(name)
+        try:
+            yield
+        finally:
+            self._release(name)
 
     # -- edits -------------------------------------------------------------------------------------------------
 
@@ -171,8 +175,7 @@ class WebEditor:
         folder = self.session_folder(name)
         if not (folder / "session.sqlite").exists():
             raise EditError(f"no session {name}")
-        claim = self._claim(name)
-        claim.__enter__()
+        self._acquire(name)  # released by the worker thread when the edit ends
         job = EditJob(id=uuid.uuid4().hex[:12], session=name, instruction=instruction.strip())
         self.jobs[job.id] = job
 
@@ -190,7 +193,7 @@ class WebEditor:
                 job.status = "failed"
             finally:
                 job.approval = None
-                claim.__exit__(None, None, None)
+                self._release(name)
 
         threading.Thread(target=run, name=f"cielr-edit-{job.id}", daemon=True).start()
         return job
