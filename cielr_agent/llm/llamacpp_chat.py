@@ -345,7 +345,23 @@ def _tokens(llama: Any, formatted: Any) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 
 
-class ChatLlamaCpp(BaseChatModel):
+class ToolBinding:
+    """`bind_tools` for chat models that take OpenAI-format tools and a normalised tool_choice (this file's
+    ChatLlamaCpp, the scripted model)."""
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        formatted = [format_tool(t) for t in tools]
+        choice = normalize_tool_choice(tool_choice, formatted)
+        return self.bind(tools=formatted, tool_choice=choice, **kwargs)
+
+
+class ChatLlamaCpp(ToolBinding, BaseChatModel):
     """A GGUF chat model run in-process by llama.cpp.
 
     * plain calls: the model's own chat template (from the GGUF), greedy at temperature 0;
@@ -447,17 +463,6 @@ class ChatLlamaCpp(BaseChatModel):
         return LOAD_SECONDS.get(self._key(), 0.0)
 
     # -- tools & structured output ------------------------------------------------------------
-
-    def bind_tools(
-        self,
-        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
-        *,
-        tool_choice: str | dict | bool | None = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, AIMessage]:
-        formatted = [format_tool(t) for t in tools]
-        choice = normalize_tool_choice(tool_choice, formatted)
-        return self.bind(tools=formatted, tool_choice=choice, **kwargs)
 
     def with_structured_output(
         self,

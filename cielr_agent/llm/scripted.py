@@ -25,7 +25,7 @@ response_format) of every call.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -34,15 +34,9 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
-from langchain_core.tools import BaseTool
 from pydantic import BaseModel
 
-from cielr_agent.llm.llamacpp_chat import (
-    format_tool,
-    json_schema_structured_output,
-    normalize_tool_choice,
-    tool_call_structured_output,
-)
+from cielr_agent.llm.llamacpp_chat import ToolBinding, json_schema_structured_output, tool_call_structured_output
 
 
 def _as_json_text(item: Any) -> str:
@@ -71,7 +65,7 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
-class ScriptedChatModel(BaseChatModel):
+class ScriptedChatModel(ToolBinding, BaseChatModel):
     """Returns `responses` in order; see the module docstring."""
 
     responses: list[Any]
@@ -100,16 +94,6 @@ class ScriptedChatModel(BaseChatModel):
         self.responses.extend(items)
 
     # -- tools & structured output -----------------------------------------------------------
-
-    def bind_tools(
-        self,
-        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
-        *,
-        tool_choice: str | dict | bool | None = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, AIMessage]:
-        formatted = [format_tool(t) for t in tools]
-        return self.bind(tools=formatted, tool_choice=normalize_tool_choice(tool_choice, formatted), **kwargs)
 
     def with_structured_output(
         self,
